@@ -1,0 +1,33 @@
+# snnconv: `make demo` installs and runs the main job on a sample model; `make test` runs the suite.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# The CPU build of PyTorch is pinned and installed first: an unpinned torch pulls a CUDA build.
+TORCH_PIN := torch==2.13.0
+
+.PHONY: install demo test lint bench docs clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_PIN)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+demo: install
+	@mkdir -p build/demo
+	$(BIN)/snnconv convert sample_models/cnn.onnx --calib sample_models/digits_train.npz -o build/demo/cnn.snn
+	$(BIN)/snnconv inspect build/demo/cnn.snn
+
+test: install
+	$(BIN)/ruff check snnconv tests benchmarks sample_models
+	$(BIN)/python -m pytest -q -n 2 --durations=10
+
+lint: install
+	$(BIN)/ruff check snnconv tests benchmarks sample_models
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,30 @@
+"""File-level entry points behind the CLI commands, usable from notebooks and scripts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import modelfile
+from .convert import convert
+from .errors import UsageError
+from .fileio import check_output
+from .report import summary
+
+
+def convert_file(model, output=None, **kw) -> dict:
+    """Convert an ONNX file and write the .snn. Returns the summary that convert prints."""
+    model = Path(model)
+    if output is None:
+        output = model.with_suffix(".snn")
+    output = Path(output)
+    if output.suffix in (".onnx", ".npz", ".npy"):
+        raise UsageError(f"-o {output}: refusing to write a model file with suffix "
+                         f"{output.suffix}", hint="use a .snn suffix")
+    check_output(output, [model, kw.get("calib")])
+    snn = convert(model, **kw)
+    modelfile.save(snn, output)
+    return {"output": str(output), "summary": summary(snn)}
+
+
+def inspect_file(path) -> dict:
+    return summary(modelfile.load(path))

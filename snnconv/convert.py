@@ -1,0 +1,130 @@
+"""``convert``: ONNX (or a torch module) -> TTFS SNN with calibrated or guaranteed windows."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__, data as data_mod, windows
+from .errors import UsageError
+from .fileio import sha256_file
+from .importer import import_onnx
+from .mapping import map_graph
+from .progress import bar
+from .snn import SNN
+
+
+def _from_torch(module, example_input, opset: int = 17) -> bytes:
+    import torch
+
+    if example_input is None:
+        raise UsageError("converting a torch.nn.Module needs example_input (one batch)")
+    module = module.eval()
+    buf = io.BytesIO()
+    with torch.no_grad():
+        torch.onnx.export(module, (example_input,), buf, dynamo=False, opset_version=opset,
+                          input_names=["x"], output_names=["y"],
+                          dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+    return buf.getvalue()
+
+
+def _input_range(graph, ds, input_range, warnings: list[str]):
+    shape = graph.input_shape
+    if input_range is not None:
+        lo, hi = (np.asarray(v, np.float64) for v in input_range)
+        if np.any(hi <= lo):
+            raise UsageError(f"input range [{lo}, {hi}] is empty")
+        return lo, hi, "given"
+    if ds is not None:
+        axes = (0, *range(2, len(shape) + 1)) if len(shape) >= 3 else None
+        lo = hi = None
+        for xb, _ in ds.batches(4096):
+            a = xb.min(axis=axes) if axes else np.array(xb.min())
+            b = xb.max(axis=axes) if axes else np.array(xb.max())
+            lo = a if lo is None else np.minimum(lo, a)
+            hi = b if hi is None else np.maximum(hi, b)
+        if len(shape) >= 3:
+            lo = lo.reshape((-1,) + (1,) * (len(shape) - 1))
+            hi = hi.reshape((-1,) + (1,) * (len(shape) - 1))
+        return lo, hi, "calibration data"
+    warnings.append("no calibration data and no --input-range: assumed inputs in [0, 1]; windows "
+                    "are guaranteed for that range only (pass --input-range LO HI or --calib "
+                    "DATA to change it)")
+    return np.array(0.0), np.array(1.0), "assumed"
+
+
+def convert(model, calib=None, *, input_range=None, margin: float = 1.5,
+            percentile: float | None = None, tau_c: float = 1.0, example_input=None,
+            input_shape: tuple[int, ...] | None = None, batch_size: int = 256,
+            calib_limit: int | None = None, progress: bool = False) -> SNN:
+    """Convert a ReLU network to an exactly equivalent TTFS SNN.
+
+    ``model``: ONNX path, bytes, ``onnx.ModelProto``, or a ``torch.nn.Module`` (with
+    ``example_input``). ``calib``: data (path, array, or (x, y)) that sets the windows; without it
+    windows are derived from ``input_range`` by interval bounds (exact for every input in range).
+    """
+    if margin < 1.0:
+        raise UsageError(f"margin {margin} < 1 would clip the calibration data itself",
+                         hint="use --percentile to trade exactness for latency")
+    if percentile is not None and not 0 < percentile <= 100:
+        raise UsageError(f"percentile {percentile} is not in (0, 100]")
+    if percentile is not None and calib is None:
+        raise UsageError("--percentile needs calibration data (--calib)")
+    if tau_c <= 0:
+        raise UsageError("tau_c must be positive")
+    source_meta: dict = {}
+    try:
+        import torch
+
+        is_module = isinstance(model, torch.nn.Module)
+    except ImportError:  # pragma: no cover
+        is_module = False
+    if is_module:
+        model = _from_torch(model, example_input)
+        source_meta["kind"] = "torch.nn.Module"
+    elif isinstance(model, (str, os.PathLike)):
+        p = Path(model)
+        source_meta.update(path=str(p.resolve()), name=p.name)
+        if p.is_file():
+            source_meta["sha256"] = sha256_file(p)
+    graph = import_onnx(model, input_shape=input_shape)
+
+    ds = None
+    if calib is not None:
+        ds = data_mod.load(calib, graph.input_shape)
+    warnings: list[str] = []
+    lo, hi, range_src = _input_range(graph, ds, input_range, warnings)
+    layers = map_graph(graph, lo, hi)
+
+    if ds is not None:
+        n = len(ds) if calib_limit is None else min(calib_limit, len(ds))
+        with bar("calibrating", n, progress) as adv:
+            cal = windows.calibrate(layers, (xb for xb, _ in ds.batches(batch_size, n)),
+                                    percentile=percentile, progress=adv)
+    else:
+        cal = windows.bound_calibration(layers)
+
+    meta = {
+        "snnconv_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "source": source_meta,
+        "onnx": {"input": graph.input, "input_shape": list(graph.input_shape),
+                 "batch": graph.batch, "compared_output": graph.output,
+                 "output": graph.onnx_output, "head": graph.head},
+        "input_range": {"lo": np.asarray(lo).tolist(), "hi": np.asarray(hi).tolist(),
+                        "source": range_src},
+        "calibration": {"method": cal.method, "samples": cal.samples, "margin": margin,
+                        "percentile": percentile, "maxima": cal.maxima,
+                        "active": cal.active},
+        "warnings": warnings,
+    }
+    if ds is not None and ds.path:
+        meta["calibration"]["data"] = {"path": str(Path(ds.path).resolve()),
+                                       "sha256": ds.sha256()}
+    snn = windows.build_snn(layers, cal, tau_c=tau_c, margin=margin,
+                            use_percentile=percentile is not None, head=graph.head, meta=meta)
+    return snn

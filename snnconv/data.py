@@ -1,0 +1,121 @@
+"""Data files: ``.npz`` with ``x`` (model input layout) and optional ``y``, or ``.npy`` of x.
+
+Never unpickles. ``.npy`` files are memory-mapped, so batches stream from disk.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError
+from .fileio import sha256_file
+
+
+@dataclass
+class Dataset:
+    x: np.ndarray  # possibly memory-mapped
+    y: np.ndarray | None = None
+    name: str = "<array>"
+    path: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def batches(self, batch_size: int, limit: int | None = None):
+        n = len(self) if limit is None else min(limit, len(self))
+        for i in range(0, n, batch_size):
+            j = min(n, i + batch_size)
+            yield (np.asarray(self.x[i:j], dtype=np.float64),
+                   None if self.y is None else np.asarray(self.y[i:j]))
+
+    def sha256(self) -> str | None:
+        return sha256_file(self.path) if self.path else None
+
+
+def load(source, input_shape: tuple | None = None, n_classes: int | None = None,
+         name: str | None = None) -> Dataset:
+    """Load and validate; errors name the file and say what is wrong."""
+    if isinstance(source, Dataset):
+        ds = source
+    elif isinstance(source, (str, os.PathLike)):
+        ds = _load_path(Path(source))
+    elif isinstance(source, tuple) and len(source) == 2:
+        ds = Dataset(np.asarray(source[0]), None if source[1] is None else np.asarray(source[1]),
+                     name or "<arrays>")
+    else:
+        try:
+            import torch
+            if torch.is_tensor(source):
+                source = source.detach().cpu().numpy()
+        except ImportError:  # pragma: no cover
+            pass
+        ds = Dataset(np.asarray(source), None, name or "<array>")
+    _validate(ds, input_shape, n_classes)
+    return ds
+
+
+def _load_path(p: Path) -> Dataset:
+    if not p.is_file():
+        raise DataError(f"{p}: data file not found")
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".npy":
+            x = np.load(p, mmap_mode="r", allow_pickle=False)
+            return Dataset(x, None, str(p), str(p))
+        if suffix == ".npz":
+            z = np.load(p, allow_pickle=False)
+            if "x" not in z.files:
+                raise DataError(f"{p}: no array named 'x' (found: {', '.join(z.files) or 'none'})",
+                                hint="save with np.savez(path, x=inputs, y=labels)")
+            x = z["x"]
+            y = z["y"] if "y" in z.files else None
+            return Dataset(x, y, str(p), str(p))
+    except DataError:
+        raise
+    except ValueError as e:
+        if "pickle" in str(e).lower():
+            raise DataError(f"{p}: holds Python objects (pickled); snnconv never unpickles",
+                            hint="save plain numeric arrays") from None
+        raise DataError(f"{p}: cannot read ({e})") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as e:
+        raise DataError(f"{p}: cannot read, truncated or not a numpy file ({e})") from None
+    raise DataError(f"{p}: unknown data format '{suffix}'", hint="use .npz (x, y) or .npy (x)")
+
+
+def _validate(ds: Dataset, input_shape, n_classes) -> None:
+    x = ds.x
+    if x.dtype == object or not (np.issubdtype(x.dtype, np.floating) or
+                                 np.issubdtype(x.dtype, np.integer)):
+        raise DataError(f"{ds.name}: x has dtype {x.dtype}; a numeric array is needed")
+    if x.ndim < 1 or len(x) == 0:
+        raise DataError(f"{ds.name}: x is empty")
+    if input_shape is not None and tuple(x.shape[1:]) != tuple(input_shape):
+        n = int(np.prod(input_shape))
+        hint = None
+        if int(np.prod(x.shape[1:])) == n:
+            hint = f"reshape x to (N, {', '.join(map(str, input_shape))})"
+        raise DataError(f"{ds.name}: x has per-sample shape {tuple(x.shape[1:])}, the model "
+                        f"expects {tuple(input_shape)}", hint=hint)
+    if len(x) <= 200_000 or not isinstance(x, np.memmap):
+        bad = ~np.isfinite(np.asarray(x, dtype=np.float64)) if np.issubdtype(
+            x.dtype, np.floating) else None
+        if bad is not None and bad.any():
+            i = int(np.argwhere(bad.reshape(len(x), -1).any(1))[0, 0])
+            raise DataError(f"{ds.name}: x contains NaN or Inf (first at sample {i})")
+    if ds.y is not None:
+        y = ds.y
+        if y.ndim != 1 or len(y) != len(x):
+            raise DataError(f"{ds.name}: y has shape {y.shape}, expected ({len(x)},)")
+        if not np.issubdtype(y.dtype, np.integer):
+            if np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0):
+                ds.y = y.astype(np.int64)
+            else:
+                raise DataError(f"{ds.name}: y must hold integer class labels, not {y.dtype}")
+        if n_classes is not None and len(ds.y) and (ds.y.min() < 0 or ds.y.max() >= n_classes):
+            raise DataError(f"{ds.name}: labels range {int(ds.y.min())}..{int(ds.y.max())}, the "
+                            f"model has {n_classes} classes")

@@ -1,0 +1,535 @@
+"""One small handler per ONNX op. A handler reads one NodeProto and emits IR nodes (or an alias).
+
+Adding an op means adding one function with ``@register("OpType")``. Handlers read both the old
+(attribute) and new (input) layouts where opsets differ, so old models import even when the
+version converter cannot upgrade them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from .. import ir
+from ..errors import UnsupportedOpError
+from .builder import Ctx
+
+HANDLERS: dict[str, Callable[[Ctx, object], None]] = {}
+
+
+def register(*ops: str):
+    def deco(fn):
+        for op in ops:
+            HANDLERS[op] = fn
+        return fn
+    return deco
+
+
+#: Ops with no exact TTFS mapping, and why (the refusal message names them).
+NOT_PIECEWISE_LINEAR = {
+    "Sigmoid": "Sigmoid is not piecewise linear (allowed only as the last op)",
+    "Tanh": "Tanh is not piecewise linear (allowed only as the last op)",
+    "Gelu": "GELU is not piecewise linear", "Erf": "Erf is not piecewise linear",
+    "Softplus": "Softplus is not piecewise linear", "Elu": "ELU is not piecewise linear",
+    "Selu": "SELU is not piecewise linear", "Celu": "CELU is not piecewise linear",
+    "Mish": "Mish is not piecewise linear", "HardSwish": "HardSwish is quadratic in places",
+    "Exp": "Exp is not piecewise linear", "Log": "Log is not piecewise linear",
+    "Sqrt": "Sqrt is not piecewise linear", "Pow": "Pow is not piecewise linear",
+    "Softmax": "Softmax is allowed only at the output", "LogSoftmax":
+    "LogSoftmax is allowed only at the output", "LSTM": "recurrent layers are not feed-forward",
+    "GRU": "recurrent layers are not feed-forward", "RNN": "recurrent layers are not feed-forward",
+    "LRN": "local response normalisation is not piecewise linear",
+    "InstanceNormalization": "instance normalisation depends on the input's statistics",
+    "LayerNormalization": "layer normalisation depends on the input's statistics",
+    "Attention": "attention multiplies activations", "Einsum": "Einsum of activations",
+}
+
+#: Rewrites a user can apply before converting.
+REWRITE_HINT = {
+    "Sigmoid": "replace hidden Sigmoid/Tanh by ReLU (or hard variants) and fine-tune",
+    "Tanh": "replace hidden Sigmoid/Tanh by ReLU (or hard variants) and fine-tune",
+    "Gelu": "replace GELU by ReLU and fine-tune the ANN before converting",
+    "Mul": "multiplying two activations is not linear; gate with a constant instead",
+    "Softmax": "Softmax/LogSoftmax are accepted as the last op only",
+    "LogSoftmax": "Softmax/LogSoftmax are accepted as the last op only",
+}
+
+
+def unsupported(ctx: Ctx, node) -> UnsupportedOpError:
+    why = NOT_PIECEWISE_LINEAR.get(node.op_type)
+    msg = (f"cannot be mapped exactly to a TTFS network: {why}" if why else
+           f"op {node.op_type} has no TTFS mapping in snnconv")
+    hint = REWRITE_HINT.get(node.op_type) or ("supported ops: " + ", ".join(sorted(HANDLERS)))
+    return ctx.fail(node, msg, hint=hint)
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+def _pads(ctx: Ctx, node, in_spatial, kernel, stride, dilation, ceil=False):
+    """Begin/end pads from pads or auto_pad (NOTSET, VALID, SAME_UPPER, SAME_LOWER)."""
+    nd = len(kernel)
+    auto = ctx.attr(node, "auto_pad", "NOTSET")
+    if auto in ("NOTSET", ""):
+        p = list(ctx.attr(node, "pads", [0] * (2 * nd)))
+        if len(p) != 2 * nd:
+            raise ctx.fail(node, f"pads {p} do not fit a {nd}-d kernel")
+        return tuple(p[:nd]), tuple(p[nd:])
+    if auto == "VALID":
+        return (0,) * nd, (0,) * nd
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        b, e = [], []
+        for n, k, s, d in zip(in_spatial, kernel, stride, dilation):
+            out = math.ceil(n / s)
+            total = max(0, (out - 1) * s + (k - 1) * d + 1 - n)
+            small = total // 2
+            big = total - small
+            b.append(small if auto == "SAME_UPPER" else big)
+            e.append(big if auto == "SAME_UPPER" else small)
+        return tuple(b), tuple(e)
+    raise ctx.fail(node, f"unknown auto_pad '{auto}'")
+
+
+def _per_sample_const(ctx: Ctx, node, c: np.ndarray, rank: int) -> np.ndarray:
+    """A constant operand of a broadcasting op, aligned to a per-sample tensor of this rank."""
+    c = np.asarray(c, dtype=np.float64)
+    if c.ndim == rank + 1:
+        if c.shape[0] != 1:
+            raise ctx.fail(node, f"constant of shape {c.shape} varies along the batch axis")
+        c = c[0]
+    elif c.ndim > rank + 1:
+        raise ctx.fail(node, f"constant of shape {c.shape} has a higher rank than the tensor")
+    return c
+
+
+def _activation_inputs(ctx: Ctx, node):
+    return [i for i in node.input if i and ctx.is_act(i)]
+
+
+def _require_float_weights(ctx, node, w):
+    if not np.all(np.isfinite(w)):
+        raise ctx.fail(node, "weights contain NaN or Inf", cls=__import__(
+            "snnconv.errors", fromlist=["ModelImportError"]).ModelImportError)
+
+
+# --- linear layers ------------------------------------------------------------------------------
+
+@register("Conv")
+def conv(ctx: Ctx, node):
+    x = node.input[0]
+    if not ctx.is_act(x):
+        raise ctx.fail(node, "the convolution's data input must be the activation")
+    w = ctx.const(node, node.input[1], "the weight").astype(np.float64)
+    b = ctx.opt_const(node, 2)
+    _require_float_weights(ctx, node, w)
+    nd = w.ndim - 2
+    if nd < 1 or nd > 3:
+        raise ctx.fail(node, f"{nd}-d convolution is not supported (1-d to 3-d are)")
+    stride = tuple(ctx.attr(node, "strides", [1] * nd))
+    dil = tuple(ctx.attr(node, "dilations", [1] * nd))
+    ks = tuple(ctx.attr(node, "kernel_shape", w.shape[2:]))
+    if ks != tuple(w.shape[2:]):
+        raise ctx.fail(node, f"kernel_shape {ks} differs from the weight's {w.shape[2:]}")
+    pb, pe = _pads(ctx, node, ctx.shape(x)[1:], ks, stride, dil)
+    if b is not None:
+        b = b.astype(np.float64).reshape(-1)
+        _require_float_weights(ctx, node, b)
+    ctx.emit(ir.Conv(node.name, node.op_type, (ctx.name(x),), node.output[0], weight=w, bias=b,
+                     stride=stride, pads_begin=pb, pads_end=pe, dilation=dil,
+                     group=int(ctx.attr(node, "group", 1))))
+
+
+@register("Gemm")
+def gemm(ctx: Ctx, node):
+    a = node.input[0]
+    if not ctx.is_act(a):
+        raise ctx.fail(node, "Gemm with the activation as its second operand is not supported",
+                       hint="export the layer as x @ W (activation first)")
+    if ctx.attr(node, "transA", 0):
+        raise ctx.fail(node, "transA=1 on the activation would mix the batch axis")
+    bmat = ctx.const(node, node.input[1], "the weight B").astype(np.float64)
+    if bmat.ndim != 2:
+        raise ctx.fail(node, f"weight B has rank {bmat.ndim}, expected 2")
+    if ctx.attr(node, "transB", 0):
+        bmat = bmat.T
+    alpha = float(ctx.attr(node, "alpha", 1.0))
+    beta = float(ctx.attr(node, "beta", 1.0))
+    w = alpha * bmat.T  # (out, in)
+    _require_float_weights(ctx, node, w)
+    c = ctx.opt_const(node, 2)
+    bias = None
+    if c is not None:
+        bias = beta * np.broadcast_to(np.asarray(c, np.float64).reshape(
+            np.asarray(c).shape[-1:] if np.asarray(c).ndim else ()), (w.shape[0],)).copy()
+        if np.asarray(c).ndim == 2 and np.asarray(c).shape[0] != 1:
+            raise ctx.fail(node, "bias C varies along the batch axis")
+        _require_float_weights(ctx, node, bias)
+    _dense(ctx, node, a, w, bias)
+
+
+def _dense(ctx: Ctx, node, a, w, bias):
+    s = ctx.shape(a)
+    if len(s) != 1:
+        raise ctx.fail(node, f"matrix product on a per-sample tensor of shape {s}; snnconv "
+                       "supports it on flat feature vectors", hint="flatten before the layer")
+    ctx.emit(ir.Dense(node.name, node.op_type, (ctx.name(a),), node.output[0], weight=w,
+                      bias=bias))
+
+
+@register("MatMul")
+def matmul(ctx: Ctx, node):
+    a, b = node.input[0], node.input[1]
+    if not ctx.is_act(a) or ctx.is_act(b):
+        if ctx.is_act(a) and ctx.is_act(b):
+            raise ctx.fail(node, "MatMul of two activations is not piecewise linear")
+        raise ctx.fail(node, "MatMul with a constant on the left is not supported yet",
+                       hint="write the layer as x @ W")
+    w = ctx.const(node, b, "the weight").astype(np.float64)
+    if w.ndim != 2:
+        raise ctx.fail(node, f"weight of rank {w.ndim}, expected 2")
+    _require_float_weights(ctx, node, w)
+    _dense(ctx, node, a, w.T.copy(), None)
+
+
+# --- elementwise --------------------------------------------------------------------------------
+
+@register("Add", "Sub", "Mul", "Div")
+def arith(ctx: Ctx, node):
+    a, b = node.input[0], node.input[1]
+    op = node.op_type
+    out = node.output[0]
+    if ctx.is_act(a) and ctx.is_act(b):
+        if op == "Add":
+            ctx.emit(ir.Add(node.name, op, (ctx.name(a), ctx.name(b)), out))
+        elif op == "Sub":
+            neg = ctx.emit(ir.Affine(node.name, op, (ctx.name(b),), ctx.fresh(out),
+                                     scale=np.array(-1.0), shift=np.array(0.0)))
+            ctx.emit(ir.Add(node.name, op, (ctx.name(a), neg), out))
+        else:
+            raise ctx.fail(node, f"{op} of two activations is not piecewise linear",
+                           hint=REWRITE_HINT["Mul"])
+        return
+    act_first = ctx.is_act(a)
+    x, c = (a, b) if act_first else (b, a)
+    rank = len(ctx.shape(x))
+    cv = _per_sample_const(ctx, node, ctx.const(node, c, "the constant operand"), rank)
+    _require_float_weights(ctx, node, cv)
+    one, zero = np.array(1.0), np.array(0.0)
+    if op == "Add":
+        scale, shift = one, cv
+    elif op == "Sub":
+        scale, shift = (one, -cv) if act_first else (-one, cv)
+    elif op == "Mul":
+        scale, shift = cv, zero
+    else:
+        if not act_first:
+            raise ctx.fail(node, "dividing a constant by an activation is not piecewise linear")
+        if np.any(cv == 0):
+            raise ctx.fail(node, "division by zero in the constant")
+        scale, shift = 1.0 / cv, zero
+    ctx.emit(ir.Affine(node.name, op, (ctx.name(x),), out, scale=np.asarray(scale, np.float64),
+                       shift=np.asarray(shift, np.float64)))
+
+
+@register("BatchNormalization")
+def batchnorm(ctx: Ctx, node):
+    x = node.input[0]
+    if ctx.attr(node, "training_mode", 0):
+        raise ctx.fail(node, "BatchNormalization in training mode uses batch statistics",
+                       hint="export the model in eval mode")
+    for extra in node.output[1:]:
+        if extra and ctx.consumers.get(extra):
+            raise ctx.fail(node, "the running-statistics outputs of BatchNormalization are used")
+    sc, bias, mean, var = (ctx.const(node, node.input[i], nm).astype(np.float64)
+                           for i, nm in ((1, "scale"), (2, "B"), (3, "mean"), (4, "var")))
+    eps = float(ctx.attr(node, "epsilon", 1e-5))
+    s = ctx.shape(x)
+    if len(s) < 1 or sc.shape != (s[0],):
+        raise ctx.fail(node, f"per-channel parameters of shape {sc.shape} for input {s}")
+    a = sc / np.sqrt(var + eps)
+    shift = bias - mean * a
+    for arr in (a, shift):
+        _require_float_weights(ctx, node, arr)
+    bshape = (s[0],) + (1,) * (len(s) - 1)
+    ctx.emit(ir.Affine(node.name, node.op_type, (ctx.name(x),), node.output[0],
+                       scale=a.reshape(bshape), shift=shift.reshape(bshape)))
+
+
+# --- activations --------------------------------------------------------------------------------
+
+@register("Relu")
+def relu(ctx: Ctx, node):
+    ctx.emit(ir.Relu(node.name, node.op_type, (ctx.name(node.input[0]),), node.output[0]))
+
+
+@register("Clip")
+def clip(ctx: Ctx, node):
+    if ctx.opset < 11:
+        lo = ctx.attr(node, "min", None)
+        hi = ctx.attr(node, "max", None)
+    else:
+        lo = ctx.opt_const(node, 1)
+        hi = ctx.opt_const(node, 2)
+        lo = None if lo is None else float(np.asarray(lo).reshape(()))
+        hi = None if hi is None else float(np.asarray(hi).reshape(()))
+    lo = None if lo is None or lo <= -3.4e38 else float(lo)
+    hi = None if hi is None or hi >= 3.4e38 else float(hi)
+    ctx.emit(ir.Clip(node.name, node.op_type, (ctx.name(node.input[0]),), node.output[0],
+                     lo=lo, hi=hi))
+
+
+# --- pooling ------------------------------------------------------------------------------------
+
+def _pool(ctx: Ctx, node, kind: str):
+    x = node.input[0]
+    if len(node.output) > 1 and node.output[1] and ctx.consumers.get(node.output[1]):
+        raise ctx.fail(node, "the Indices output of MaxPool is used (unpooling)")
+    s = ctx.shape(x)
+    ks = tuple(ctx.attr(node, "kernel_shape"))
+    nd = len(ks)
+    if len(s) != nd + 1:
+        raise ctx.fail(node, f"{nd}-d pooling on a per-sample tensor of shape {s}")
+    stride = tuple(ctx.attr(node, "strides", [1] * nd))
+    dil = tuple(ctx.attr(node, "dilations", [1] * nd))
+    pb, pe = _pads(ctx, node, s[1:], ks, stride, dil)
+    ctx.emit(ir.Pool(node.name, node.op_type, (ctx.name(x),), node.output[0], kind=kind,
+                     kernel=ks, stride=stride, pads_begin=pb, pads_end=pe, dilation=dil,
+                     ceil_mode=bool(ctx.attr(node, "ceil_mode", 0)),
+                     count_include_pad=bool(ctx.attr(node, "count_include_pad", 0))))
+
+
+@register("MaxPool")
+def maxpool(ctx: Ctx, node):
+    _pool(ctx, node, "max")
+
+
+@register("AveragePool")
+def avgpool(ctx: Ctx, node):
+    _pool(ctx, node, "avg")
+
+
+def _global(ctx: Ctx, node, kind: str, axes=None, keepdims=True):
+    x = ctx.name(node.input[0])
+    s = ctx.shape(x)
+    if len(s) < 2:
+        raise ctx.fail(node, f"global pooling needs spatial axes, the tensor has shape {s}")
+    axes = set(range(1, len(s))) if axes is None else axes
+    ks = tuple(s[i] if i in axes else 1 for i in range(1, len(s)))
+    nd = len(ks)
+    out = node.output[0] if keepdims else ctx.fresh(node.output[0])
+    y = ctx.emit(ir.Pool(node.name, node.op_type, (x,), out, kind=kind, kernel=ks,
+                         stride=(1,) * nd, pads_begin=(0,) * nd, pads_end=(0,) * nd,
+                         dilation=(1,) * nd))
+    if not keepdims:
+        shp = tuple(d for i, d in enumerate(ctx.shape(y)) if i == 0 or (i not in axes))
+        ctx.emit(ir.Reshape(node.name, node.op_type, (y,), node.output[0], shape=shp))
+
+
+@register("GlobalAveragePool")
+def global_avgpool(ctx: Ctx, node):
+    _global(ctx, node, "avg")
+
+
+@register("GlobalMaxPool")
+def global_maxpool(ctx: Ctx, node):
+    _global(ctx, node, "max")
+
+
+@register("ReduceMean", "ReduceMax")
+def reduce_spatial(ctx: Ctx, node):
+    s = ctx.shape(node.input[0])
+    rank = len(s) + 1
+    if (ctx.opset >= 18 or node.op_type == "ReduceMean" and ctx.opset >= 18) and \
+            len(node.input) > 1 and node.input[1]:
+        axes = ctx.const(node, node.input[1], "axes").reshape(-1).tolist()
+    else:
+        axes = ctx.attr(node, "axes", None)
+    if axes is None or len(axes) == 0:
+        if ctx.attr(node, "noop_with_empty_axes", 0):
+            ctx.set_alias(node.output[0], node.input[0])
+            return
+        axes = list(range(rank))
+    axes = sorted({a % rank for a in axes})
+    if 0 in axes or 1 in axes:
+        raise ctx.fail(node, f"reduces over axes {axes}; snnconv supports reducing the spatial "
+                       "axes (2 and up) only")
+    kind = "avg" if node.op_type == "ReduceMean" else "max"
+    _global(ctx, node, kind, axes={a - 1 for a in axes},
+            keepdims=bool(ctx.attr(node, "keepdims", 1)))
+
+
+# --- shape and wiring ---------------------------------------------------------------------------
+
+def _reshape_to(ctx: Ctx, node, shape):
+    x = node.input[0]
+    shape = tuple(int(d) for d in shape)
+    if shape == ctx.shape(x):
+        ctx.set_alias(node.output[0], x)
+        return
+    ctx.emit(ir.Reshape(node.name, node.op_type, (ctx.name(x),), node.output[0], shape=shape))
+
+
+def _target_shape(ctx: Ctx, node, full_target) -> tuple:
+    """Resolve a full (batch-first) ONNX target shape into a per-sample one."""
+    s = ctx.shape(node.input[0])
+    probe = ctx.batch if isinstance(ctx.batch, int) and ctx.batch > 0 else 7919
+    full_in = (probe, *s)
+    allowzero = ctx.attr(node, "allowzero", 0)
+    t = [full_in[i] if (d == 0 and not allowzero and i < len(full_in)) else int(d)
+         for i, d in enumerate(full_target)]
+    if t.count(-1) > 1:
+        raise ctx.fail(node, f"target shape {list(full_target)} has several -1")
+    if -1 in t:
+        known = math.prod(d for d in t if d != -1)
+        t[t.index(-1)] = math.prod(full_in) // known if known else 0
+    if math.prod(t) != math.prod(full_in) or t[0] != probe:
+        raise ctx.fail(node, f"reshape to {list(full_target)} mixes the batch axis into the "
+                       "features", hint="reshape with the batch size first, e.g. (N, -1)")
+    return tuple(t[1:])
+
+
+@register("Reshape")
+def reshape(ctx: Ctx, node):
+    want = ctx.inferred(node.output[0])
+    if node.input[1] in ctx.consts:
+        shape = _target_shape(ctx, node, ctx.consts[node.input[1]].reshape(-1).tolist())
+    elif want is not None:
+        shape = want
+    else:
+        raise ctx.fail(node, "the target shape is computed at run time and shape inference "
+                       "could not resolve it", hint="fix the input shape with --input-shape")
+    _reshape_to(ctx, node, shape)
+
+
+@register("Flatten")
+def flatten(ctx: Ctx, node):
+    s = ctx.shape(node.input[0])
+    axis = int(ctx.attr(node, "axis", 1))
+    axis = axis % (len(s) + 1) if axis < 0 else axis
+    if axis == 0:
+        raise ctx.fail(node, "Flatten(axis=0) merges the batch axis into the features")
+    _reshape_to(ctx, node, (math.prod(s[: axis - 1]), math.prod(s[axis - 1:]))
+                if axis > 1 else (math.prod(s),))
+
+
+@register("Squeeze", "Unsqueeze")
+def squeeze(ctx: Ctx, node):
+    s = ctx.shape(node.input[0])
+    if len(node.input) > 1 and node.input[1]:
+        axes = ctx.const(node, node.input[1], "axes").reshape(-1).tolist()
+    else:
+        axes = ctx.attr(node, "axes", None)
+    full = [None, *s]
+    if node.op_type == "Squeeze":
+        if axes is None:
+            axes = [i for i, d in enumerate(full) if d == 1 and i > 0]
+        axes = {a % len(full) for a in axes}
+        if 0 in axes:
+            raise ctx.fail(node, "squeezes the batch axis")
+        out = [d for i, d in enumerate(full) if i not in axes]
+    else:
+        rank = len(full) + len(axes)
+        axes = {a % rank for a in axes}
+        if 0 in axes:
+            raise ctx.fail(node, "unsqueezes before the batch axis")
+        it = iter(full)
+        out = [1 if i in axes else next(it) for i in range(rank)]
+    _reshape_to(ctx, node, out[1:])
+
+
+@register("Concat")
+def concat(ctx: Ctx, node):
+    ins = [i for i in node.input if i]
+    if not all(ctx.is_act(i) for i in ins):
+        raise ctx.fail(node, "concatenates constants with activations")
+    rank = len(ctx.shape(ins[0])) + 1
+    axis = int(ctx.attr(node, "axis")) % rank
+    if axis == 0:
+        raise ctx.fail(node, "concatenates along the batch axis")
+    if len(ins) == 1:
+        ctx.set_alias(node.output[0], ins[0])
+        return
+    ctx.emit(ir.Concat(node.name, node.op_type, tuple(ctx.name(i) for i in ins),
+                       node.output[0], axis=axis - 1))
+
+
+@register("Pad")
+def pad(ctx: Ctx, node):
+    s = ctx.shape(node.input[0])
+    rank = len(s) + 1
+    mode = ctx.attr(node, "mode", "constant")
+    if mode != "constant":
+        raise ctx.fail(node, f"Pad mode '{mode}' is not supported (constant zeros are)")
+    if ctx.opset < 11:
+        pads = list(ctx.attr(node, "pads"))
+        value = float(ctx.attr(node, "value", 0.0))
+        axes = list(range(rank))
+    else:
+        pads = ctx.const(node, node.input[1], "pads").reshape(-1).tolist()
+        v = ctx.opt_const(node, 2)
+        value = 0.0 if v is None else float(np.asarray(v).reshape(()))
+        ax = ctx.opt_const(node, 3)
+        axes = list(range(rank)) if ax is None else [int(a) % rank for a in ax.reshape(-1)]
+    if value != 0.0:
+        raise ctx.fail(node, f"padding with {value}; only zero padding is supported")
+    n = len(axes)
+    begin = dict(zip(axes, pads[:n]))
+    end = dict(zip(axes, pads[n:]))
+    if begin.get(0, 0) or end.get(0, 0) or begin.get(1, 0) or end.get(1, 0):
+        raise ctx.fail(node, "pads the batch or channel axis; only spatial padding is supported")
+    if rank < 3:
+        raise ctx.fail(node, "pads a tensor without spatial axes")
+    pb = tuple(int(begin.get(a, 0)) for a in range(2, rank))
+    pe = tuple(int(end.get(a, 0)) for a in range(2, rank))
+    if not any(pb) and not any(pe):
+        ctx.set_alias(node.output[0], node.input[0])
+        return
+    ctx.emit(ir.Pad(node.name, node.op_type, (ctx.name(node.input[0]),), node.output[0],
+                    pads_begin=pb, pads_end=pe))
+
+
+@register("Identity", "Dropout")
+def identity(ctx: Ctx, node):
+    if node.op_type == "Dropout" and len(node.output) > 1 and node.output[1] and \
+            ctx.consumers.get(node.output[1]):
+        raise ctx.fail(node, "the Dropout mask output is used")
+    ctx.set_alias(node.output[0], node.input[0])
+
+
+@register("Cast")
+def cast(ctx: Ctx, node):
+    import onnx
+
+    to = ctx.attr(node, "to")
+    if to not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16):
+        raise ctx.fail(node, "casts the activation to a non-float type")
+    ctx.set_alias(node.output[0], node.input[0])
+
+
+def _feeds_only_output(ctx: Ctx, t: str, allowed_after: tuple[str, ...] = ()) -> bool:
+    if t == ctx.graph_output:
+        return True
+    cons = ctx.consumers.get(t, [])
+    return len(cons) == 1 and cons[0].op_type in allowed_after and \
+        _feeds_only_output(ctx, cons[0].output[0])
+
+
+@register("Softmax", "LogSoftmax", "Sigmoid", "Tanh", "Log")
+def head(ctx: Ctx, node):
+    """Argmax-preserving output ops: stripped; verify compares the tensor before them."""
+    after = ("Log",) if node.op_type == "Softmax" else ()
+    if node.op_type == "Log":
+        if ctx.head != "Softmax" or node.output[0] != ctx.graph_output:
+            raise unsupported(ctx, node)
+    elif not _feeds_only_output(ctx, node.output[0], after):
+        raise unsupported(ctx, node)
+    if node.op_type in ("Softmax", "LogSoftmax"):
+        rank = len(ctx.shape(node.input[0])) + 1
+        default = 1 if ctx.opset < 13 else -1
+        axis = int(ctx.attr(node, "axis", default)) % rank
+        if rank != 2 or axis != 1:
+            raise ctx.fail(node, f"{node.op_type} over axis {axis} of a rank-{rank} tensor; "
+                           "snnconv strips it only over the class axis of (N, classes)")
+    ctx.head = node.op_type if ctx.head is None else f"{ctx.head}+{node.op_type}"
+    ctx.set_alias(node.output[0], node.input[0])

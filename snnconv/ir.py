@@ -1,0 +1,321 @@
+"""Graph IR: the imported ReLU network as typed nodes with their own shape checks.
+
+Everything after the importer speaks this IR, never ONNX. Shapes are per sample (no batch axis);
+tensors passed to ``forward`` carry a leading batch axis. Node parameters are float64 numpy arrays,
+so the IR's own ``forward`` is the float64 reference evaluation of the imported network.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from . import kernels
+from .errors import ModelImportError
+
+Shape = tuple[int, ...]
+
+
+class ShapeError(ModelImportError):
+    pass
+
+
+@dataclass
+class Node:
+    name: str
+    op_type: str  # the ONNX op the node came from, for messages
+    inputs: tuple[str, ...]
+    output: str
+
+    def fail(self, msg: str) -> ShapeError:
+        return ShapeError(msg, node=self.name, op=self.op_type)
+
+    def infer(self, shapes: list[Shape]) -> Shape:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def _t(a: np.ndarray | None, like: torch.Tensor):
+    return None if a is None else torch.as_tensor(a, dtype=like.dtype, device=like.device)
+
+
+def pool_out_size(n, k, s, pb, pe, d, ceil_mode) -> int:
+    """ONNX/torch output length; in ceil_mode the last window starts inside input or left pad."""
+    span = n + pb + pe - d * (k - 1) - 1
+    if span < 0:
+        return 0
+    out = (math.ceil if ceil_mode else math.floor)(span / s) + 1
+    if ceil_mode and (out - 1) * s >= n + pb:
+        out -= 1
+    return out
+
+
+@dataclass
+class Conv(Node):
+    weight: np.ndarray = None  # (Cout, Cin/group, *kernel)
+    bias: np.ndarray | None = None
+    stride: tuple[int, ...] = ()
+    pads_begin: tuple[int, ...] = ()
+    pads_end: tuple[int, ...] = ()
+    dilation: tuple[int, ...] = ()
+    group: int = 1
+
+    def infer(self, shapes):
+        (s,) = shapes
+        nd = self.weight.ndim - 2
+        if len(s) != nd + 1:
+            raise self.fail(f"input of rank {len(s) + 1} for a {nd}-d convolution")
+        if s[0] != self.weight.shape[1] * self.group:
+            raise self.fail(f"input has {s[0]} channels, weights expect "
+                            f"{self.weight.shape[1] * self.group}")
+        if self.weight.shape[0] % self.group:
+            raise self.fail("output channels not divisible by group")
+        out = [pool_out_size(n, k, st, pb, pe, d, False) for n, k, st, pb, pe, d in zip(
+            s[1:], self.weight.shape[2:], self.stride, self.pads_begin, self.pads_end,
+            self.dilation)]
+        if min(out, default=1) <= 0:
+            raise self.fail(f"kernel larger than padded input {s}")
+        return (self.weight.shape[0], *out)
+
+    def forward(self, x):
+        return kernels.conv(x, _t(self.weight, x), _t(self.bias, x), self.stride,
+                            self.pads_begin, self.pads_end, self.dilation, self.group)
+
+
+@dataclass
+class Dense(Node):
+    weight: np.ndarray = None  # (out, in)
+    bias: np.ndarray | None = None
+
+    def infer(self, shapes):
+        (s,) = shapes
+        if len(s) != 1 or s[0] != self.weight.shape[1]:
+            raise self.fail(f"input shape {s} does not match weight {self.weight.shape}")
+        return (self.weight.shape[0],)
+
+    def forward(self, x):
+        y = x @ _t(self.weight, x).T
+        return y if self.bias is None else y + _t(self.bias, x)
+
+
+@dataclass
+class Affine(Node):
+    """x * scale + shift, constants broadcastable to the per-sample shape (BN, Mul/Add/Sub/Div)."""
+
+    scale: np.ndarray = None
+    shift: np.ndarray = None
+
+    def infer(self, shapes):
+        (s,) = shapes
+        for a in (self.scale, self.shift):
+            try:
+                np.broadcast_shapes(a.shape, s)
+            except ValueError:
+                raise self.fail(f"constant of shape {a.shape} does not broadcast to {s}") from None
+            if np.broadcast_shapes(a.shape, s) != tuple(s):
+                raise self.fail(f"constant of shape {a.shape} would enlarge the tensor {s}")
+        return tuple(s)
+
+    def forward(self, x):
+        return x * _t(self.scale, x) + _t(self.shift, x)
+
+
+@dataclass
+class Relu(Node):
+    def infer(self, shapes):
+        return tuple(shapes[0])
+
+    def forward(self, x):
+        return torch.relu(x)
+
+
+@dataclass
+class Clip(Node):
+    lo: float | None = None
+    hi: float | None = None
+
+    def infer(self, shapes):
+        if self.lo is not None and self.hi is not None and self.hi < self.lo:
+            raise self.fail(f"empty clip range [{self.lo}, {self.hi}]")
+        return tuple(shapes[0])
+
+    def forward(self, x):
+        return torch.clamp(x, self.lo, self.hi)
+
+
+@dataclass
+class Pool(Node):
+    """MaxPool / AveragePool (and global pooling, as a pool whose kernel is the whole map)."""
+
+    kind: str = "max"  # "max" | "avg"
+    kernel: tuple[int, ...] = ()
+    stride: tuple[int, ...] = ()
+    pads_begin: tuple[int, ...] = ()
+    pads_end: tuple[int, ...] = ()
+    dilation: tuple[int, ...] = ()
+    ceil_mode: bool = False
+    count_include_pad: bool = False
+    out_spatial: tuple[int, ...] = field(default=(), repr=False)
+
+    def infer(self, shapes):
+        (s,) = shapes
+        if len(s) != len(self.kernel) + 1:
+            raise self.fail(f"input of rank {len(s) + 1} for a {len(self.kernel)}-d pool")
+        out = tuple(pool_out_size(n, k, st, pb, pe, d, self.ceil_mode) for n, k, st, pb, pe, d in
+                    zip(s[1:], self.kernel, self.stride, self.pads_begin, self.pads_end,
+                        self.dilation))
+        if min(out, default=1) <= 0:
+            raise self.fail(f"pool window larger than padded input {s}")
+        self.out_spatial = out
+        self._in_spatial = tuple(s[1:])
+        return (s[0], *out)
+
+    def divisor(self) -> np.ndarray:
+        d = kernels.avgpool_divisor(self._in_spatial, self.kernel, self.stride, self.pads_begin,
+                                    self.pads_end, self.dilation, self.out_spatial,
+                                    self.count_include_pad)
+        return d.numpy()
+
+    def forward(self, x):
+        if self.kind == "max":
+            return kernels.pool(x, "max", self.kernel, self.stride, self.pads_begin,
+                                self.pads_end, self.dilation, self.out_spatial)
+        y = kernels.pool(x, "sum", self.kernel, self.stride, self.pads_begin, self.pads_end,
+                         self.dilation, self.out_spatial)
+        return y / _t(self.divisor(), y)
+
+
+@dataclass
+class Add(Node):
+    def infer(self, shapes):
+        a, b = shapes
+        if tuple(a) != tuple(b):
+            raise self.fail(f"adds tensors of different shapes {a} and {b}")
+        return tuple(a)
+
+    def forward(self, a, b):
+        return a + b
+
+
+@dataclass
+class Concat(Node):
+    axis: int = 0  # per-sample axis
+
+    def infer(self, shapes):
+        r = len(shapes[0])
+        if not 0 <= self.axis < r:
+            raise self.fail("concatenation along the batch axis")
+        for s in shapes:
+            if len(s) != r or any(a != b for i, (a, b) in enumerate(zip(s, shapes[0]))
+                                  if i != self.axis):
+                raise self.fail(f"cannot concatenate shapes {shapes}")
+        out = list(shapes[0])
+        out[self.axis] = sum(s[self.axis] for s in shapes)
+        return tuple(out)
+
+    def forward(self, *xs):
+        return torch.cat(xs, dim=self.axis + 1)
+
+
+@dataclass
+class Reshape(Node):
+    shape: Shape = ()
+
+    def infer(self, shapes):
+        (s,) = shapes
+        if math.prod(s) != math.prod(self.shape):
+            raise self.fail(f"cannot reshape {s} to {self.shape}")
+        return tuple(self.shape)
+
+    def forward(self, x):
+        return x.reshape(x.shape[0], *self.shape)
+
+
+@dataclass
+class Pad(Node):
+    """Zero padding of the spatial axes."""
+
+    pads_begin: tuple[int, ...] = ()
+    pads_end: tuple[int, ...] = ()
+
+    def infer(self, shapes):
+        (s,) = shapes
+        if len(s) != len(self.pads_begin) + 1:
+            raise self.fail("pad rank mismatch")
+        out = tuple(n + b + e for n, b, e in zip(s[1:], self.pads_begin, self.pads_end))
+        if min(out, default=1) <= 0:
+            raise self.fail("padding crops the tensor away")
+        return (s[0], *out)
+
+    def forward(self, x):
+        return kernels.pad_spatial(x, self.pads_begin, self.pads_end, 0.0)
+
+
+@dataclass
+class Graph:
+    """A ReLU network: one input, one output, nodes in topological order."""
+
+    input: str
+    input_shape: Shape
+    output: str
+    nodes: list[Node]
+    source: str = "<memory>"
+    batch: int | None = None  # fixed batch size of the ONNX graph, None if dynamic
+    head: str | None = None  # output op stripped by the importer (argmax-preserving)
+    onnx_output: str | None = None  # the ONNX output tensor (after the head)
+    shapes: dict[str, Shape] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.check()
+
+    def check(self) -> None:
+        shapes = {self.input: tuple(self.input_shape)}
+        for node in self.nodes:
+            for i in node.inputs:
+                if i not in shapes:
+                    raise node.fail(f"input '{i}' is not produced before this node")
+            shapes[node.output] = tuple(node.infer([shapes[i] for i in node.inputs]))
+        if self.output not in shapes:
+            raise ModelImportError(f"graph output '{self.output}' is never produced")
+        self.shapes = shapes
+
+    @property
+    def output_shape(self) -> Shape:
+        return self.shapes[self.output]
+
+    def consumers(self) -> dict[str, list[Node]]:
+        out: dict[str, list[Node]] = {}
+        for n in self.nodes:
+            for i in n.inputs:
+                out.setdefault(i, []).append(n)
+        return out
+
+    @torch.no_grad()
+    def forward(self, x, keep: set[str] | None = None, dtype=torch.float64):
+        """Float64 reference evaluation. Returns the output, and the tensors named in ``keep``."""
+        x = torch.as_tensor(np.asarray(x), dtype=dtype)
+        if tuple(x.shape[1:]) != tuple(self.input_shape):
+            raise ValueError(f"input shape {tuple(x.shape[1:])} != {self.input_shape}")
+        env = {self.input: x}
+        last_use = {}
+        for idx, n in enumerate(self.nodes):
+            for i in n.inputs:
+                last_use[i] = idx
+        kept = {}
+        keep = keep or set()
+        if self.input in keep:
+            kept[self.input] = x
+        for idx, n in enumerate(self.nodes):
+            y = n.forward(*[env[i] for i in n.inputs])
+            env[n.output] = y
+            if n.output in keep:
+                kept[n.output] = y
+            for i in n.inputs:  # free what no later node reads
+                if last_use.get(i) == idx and i != self.output:
+                    env.pop(i, None)
+        return env[self.output], kept

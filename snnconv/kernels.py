@@ -1,0 +1,84 @@
+"""Tensor kernels shared by the IR's reference evaluator and the simulators.
+
+They take explicit begin/end pads and the output size, so ONNX's asymmetric padding, auto_pad and
+ceil_mode reduce to one code path instead of per-op special cases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_MAXPOOL = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
+
+
+def pad_spatial(x: torch.Tensor, begin: Sequence[int], end: Sequence[int], value: float = 0.0):
+    """Pad (or crop, for negative pads) the trailing spatial axes of an (N, C, *spatial) tensor."""
+    if not any(begin) and not any(end):
+        return x
+    spec: list[int] = []
+    for b, e in zip(reversed(list(begin)), reversed(list(end))):
+        spec += [int(b), int(e)]
+    return F.pad(x, spec, value=value)
+
+
+def conv(x, weight, bias, stride, pads_begin, pads_end, dilation, groups):
+    nd = weight.dim() - 2
+    x = pad_spatial(x, pads_begin, pads_end)
+    return _CONV[nd](x, weight, bias, stride=tuple(stride), dilation=tuple(dilation), groups=groups)
+
+
+def _extend_for_output(in_size, begin, end, kernel, stride, dilation, out_size):
+    """End padding needed so that exactly out_size windows fit (ceil_mode adds windows)."""
+    extra = []
+    for n, b, e, k, s, d, o in zip(in_size, begin, end, kernel, stride, dilation, out_size):
+        need = (o - 1) * s + d * (k - 1) + 1
+        extra.append(max(0, need - (n + b + e)))
+    return extra
+
+
+def pool(x: torch.Tensor, kind: str, kernel, stride, pads_begin, pads_end, dilation, out_size):
+    """max / min / sum pooling over (N, C, *spatial) with padded taps that never win.
+
+    For max and min, explicit pads and ceil-mode extension get -inf / +inf (a padded tap never
+    spikes, spec section 3); for sum they add 0.
+    """
+    nd = len(kernel)
+    in_size = list(x.shape[2:])
+    extra = _extend_for_output(in_size, pads_begin, pads_end, kernel, stride, dilation, out_size)
+    end = [e + a for e, a in zip(pads_end, extra)]
+    if kind == "max":
+        y = _MAXPOOL[nd](pad_spatial(x, pads_begin, end, float("-inf")), tuple(kernel),
+                         tuple(stride), 0, tuple(dilation))
+    elif kind == "min":
+        y = -_MAXPOOL[nd](pad_spatial(-x, pads_begin, end, float("-inf")), tuple(kernel),
+                          tuple(stride), 0, tuple(dilation))
+    elif kind == "sum":
+        c = x.shape[1]
+        w = torch.ones((c, 1, *kernel), dtype=x.dtype, device=x.device)
+        y = _CONV[nd](pad_spatial(x, pads_begin, end, 0.0), w, None, stride=tuple(stride),
+                      dilation=tuple(dilation), groups=c)
+    else:
+        raise ValueError(kind)
+    sl = (slice(None), slice(None)) + tuple(slice(0, o) for o in out_size)
+    return y[sl]
+
+
+def avgpool_divisor(in_size, kernel, stride, pads_begin, pads_end, dilation, out_size,
+                    count_include_pad: bool, dtype=torch.float64) -> torch.Tensor:
+    """Per-output-position divisor of ONNX AveragePool: real taps, plus explicit pads if counted.
+
+    Taps in the ceil_mode extension are never counted.
+    """
+    ones = torch.ones((1, 1, *in_size), dtype=dtype)
+    if count_include_pad:
+        ones = pad_spatial(ones, pads_begin, pads_end, 1.0)
+        pb = [0] * len(kernel)
+        pe = [0] * len(kernel)
+    else:
+        pb, pe = list(pads_begin), list(pads_end)
+    div = pool(ones, "sum", kernel, stride, pb, pe, dilation, out_size)
+    return div[0]

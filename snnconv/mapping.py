@@ -1,0 +1,491 @@
+"""Mapping pass: IR graph -> TTFS layers (spec sections 2 and 3), before windows are chosen.
+
+Every IR tensor is tracked as an affine expression over non-negative layer values,
+``sum_k map_k(value of layer k) + bias``. Linear ops and affine maps act on the expression (folding
+BatchNorm, input normalisation and average pooling into the synapses); a ReLU-like op turns an
+expression into a neuron layer whose threshold is the negated bias. An expression that a linear op
+cannot absorb (two weighted maps in a row with no ReLU between) is split into two neuron layers
+carrying z+ and z- (exact: z = z+ - z-). Max-pooling acts on spike times directly when it pools a
+layer's value; a max-pool of a signed expression waits for the ReLU after it (they commute).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from . import ir
+from .errors import UnsupportedOpError
+from .snn import (
+    WEIGHTED, ConvOp, DenseOp, Group, InputLayer, Layer, NeuronLayer, Op, PadOp, PlaceOp,
+    PoolLayer, ReadoutLayer, Relation, ReshapeOp, ScaleOp, SumPoolOp, chain_apply,
+)
+
+#: Fusing two dense maps materialises their product; above this many entries we split instead.
+FUSE_LIMIT = 4_000_000
+
+
+# --- small array helpers --------------------------------------------------------------------------
+
+def full(a, shape) -> np.ndarray:
+    return np.broadcast_to(np.asarray(a, np.float64), shape).copy()
+
+
+def compress(a: np.ndarray, shape) -> np.ndarray:
+    """The smallest broadcastable form of a per-sample array: scalar, per-channel or full."""
+    a = full(a, shape)
+    if a.size == 0 or np.all(a == a.flat[0]):
+        return np.array(a.flat[0] if a.size else 0.0)
+    if len(shape) > 1:
+        per_c = a[(slice(None),) + (slice(0, 1),) * (len(shape) - 1)]
+        if np.all(a == per_c):
+            return per_c.copy()
+    return a
+
+
+def per_channel(a, shape) -> np.ndarray | None:
+    """The (C,) vector if ``a`` varies only along axis 0 of ``shape``, else None."""
+    a = compress(a, shape)
+    if a.ndim == 0:
+        return np.full(shape[0], float(a))
+    if len(shape) == 1 or all(d == 1 for d in a.shape[1:]):
+        return a.reshape(shape[0]) if a.shape[0] == shape[0] else None
+    return None
+
+
+def _apply_np(op: Op, a: np.ndarray) -> np.ndarray:
+    x = torch.as_tensor(full(a, op.in_shape))[None]
+    return chain_apply([op], x)[0].numpy()
+
+
+def op_nonneg(op: Op) -> bool:
+    if op.kind in ("conv", "dense"):
+        return bool(np.all(op.weight >= 0))
+    if op.kind in ("scale", "sumpool"):
+        return bool(np.all(op.scale >= 0))
+    return True
+
+
+# --- composing synaptic maps ----------------------------------------------------------------------
+
+def _fold_in_channels(conv: ConvOp, s: np.ndarray) -> ConvOp:
+    """conv(s * x) for a per-input-channel s: scale the kernel's input channels."""
+    w = conv.weight.copy()
+    cin_g = w.shape[1]
+    cout_g = w.shape[0] // conv.groups
+    for g in range(conv.groups):
+        sl = s[g * cin_g:(g + 1) * cin_g].reshape((1, cin_g) + (1,) * (w.ndim - 2))
+        w[g * cout_g:(g + 1) * cout_g] *= sl
+    return ConvOp(conv.in_shape, weight=w, stride=conv.stride, pads_begin=conv.pads_begin,
+                  pads_end=conv.pads_end, dilation=conv.dilation, groups=conv.groups)
+
+
+def _monomial_into_dense(prefix: list[Op], dense: DenseOp) -> DenseOp:
+    """Fold moves/pads/scales before a dense map into its columns (each input lands once)."""
+    src = prefix[0].in_shape
+    n = int(np.prod(src))
+    idx = torch.arange(1, n + 1, dtype=torch.float64).reshape(1, *src)
+    moved = idx
+    for op in prefix:
+        moved = moved if op.kind == "scale" else op.apply(moved)
+    moved = moved.reshape(-1).numpy().astype(np.int64)
+    mult = chain_apply(prefix, torch.ones((1, *src), dtype=torch.float64)).reshape(-1).numpy()
+    w = np.zeros((dense.weight.shape[0], n))
+    hit = moved > 0
+    np.add.at(w.T, moved[hit] - 1, (dense.weight * mult[None, :]).T[hit])
+    return DenseOp(tuple(src), weight=w)
+
+
+def _simplify_once(ops: list[Op]) -> list[Op] | None:
+    for i in range(len(ops) - 1):
+        a, b = ops[i], ops[i + 1]
+        new = None
+        if a.kind == "scale" and b.kind == "scale":
+            new = [ScaleOp(a.in_shape, scale=compress(full(a.scale, a.in_shape) * b.scale,
+                                                      a.in_shape))]
+        elif a.kind == "scale" and b.kind == "conv":
+            s = per_channel(a.scale, a.in_shape)
+            if s is not None:
+                new = [_fold_in_channels(b, s)]
+                new[0].in_shape = a.in_shape
+        elif a.kind == "conv" and b.kind == "scale":
+            s = per_channel(b.scale, b.in_shape)
+            if s is not None:
+                w = a.weight * s.reshape((-1,) + (1,) * (a.weight.ndim - 1))
+                new = [ConvOp(a.in_shape, weight=w, stride=a.stride, pads_begin=a.pads_begin,
+                              pads_end=a.pads_end, dilation=a.dilation, groups=a.groups)]
+        elif a.kind == "dense" and b.kind == "scale":
+            s = full(b.scale, b.in_shape)
+            new = [DenseOp(a.in_shape, weight=a.weight * s[:, None])]
+        elif a.kind == "sumpool" and b.kind == "scale":
+            new = [SumPoolOp(a.in_shape, **_pool_kw(a),
+                             scale=compress(full(a.scale, a.out_shape) * b.scale, a.out_shape))]
+        elif a.kind == "scale" and b.kind == "sumpool":
+            s = per_channel(a.scale, a.in_shape)
+            if s is not None:
+                sc = full(b.scale, b.out_shape) * s.reshape((-1,) + (1,) * (len(b.out_shape) - 1))
+                new = [SumPoolOp(a.in_shape, **_pool_kw(b), scale=compress(sc, b.out_shape))]
+        elif a.kind == "pad" and b.kind == "conv":
+            new = [ConvOp(a.in_shape, weight=b.weight, stride=b.stride, dilation=b.dilation,
+                          groups=b.groups,
+                          pads_begin=tuple(x + y for x, y in zip(a.pads_begin, b.pads_begin)),
+                          pads_end=tuple(x + y for x, y in zip(a.pads_end, b.pads_end)))]
+        elif a.kind == "pad" and b.kind == "sumpool":
+            kw = _pool_kw(b)
+            kw["pads_begin"] = tuple(x + y for x, y in zip(a.pads_begin, b.pads_begin))
+            kw["pads_end"] = tuple(x + y for x, y in zip(a.pads_end, b.pads_end))
+            new = [SumPoolOp(a.in_shape, **kw, scale=b.scale)]
+        elif a.kind == "place" and a.axis == 0 and b.kind == "conv" and b.groups == 1:
+            w = b.weight[:, a.offset:a.offset + a.in_shape[0]].copy()
+            new = [ConvOp(a.in_shape, weight=w, stride=b.stride, pads_begin=b.pads_begin,
+                          pads_end=b.pads_end, dilation=b.dilation, groups=1)]
+        elif a.kind == "reshape" and b.kind == "reshape":
+            new = [ReshapeOp(a.in_shape, shape=b.shape)]
+        elif b.kind == "dense" and a.kind in ("scale", "reshape", "place", "pad"):
+            j = i
+            while j > 0 and ops[j - 1].kind in ("scale", "reshape", "place", "pad"):
+                j -= 1
+            return ops[:j] + [_monomial_into_dense(ops[j:i + 1], b)] + ops[i + 2:]
+        if new is not None:
+            return ops[:i] + new + ops[i + 2:]
+    for i, op in enumerate(ops):  # drop no-ops
+        if (op.kind == "scale" and np.all(op.scale == 1.0)) or \
+                (op.kind == "reshape" and tuple(op.shape) == tuple(op.in_shape)):
+            return ops[:i] + ops[i + 1:]
+    return None
+
+
+def _pool_kw(p: SumPoolOp) -> dict:
+    return dict(kernel=p.kernel, stride=p.stride, pads_begin=p.pads_begin, pads_end=p.pads_end,
+                dilation=p.dilation, out_spatial=p.out_spatial)
+
+
+def simplify(ops: list[Op]) -> list[Op]:
+    while True:
+        new = _simplify_once(ops)
+        if new is None:
+            return ops
+        ops = new
+
+
+def dense_matrix(ops: list[Op]) -> np.ndarray:
+    """The matrix of a chain (out_size x in_size), by applying it to the identity."""
+    src = ops[0].in_shape
+    n = int(np.prod(src))
+    eye = torch.eye(n, dtype=torch.float64).reshape(n, *src)
+    return chain_apply(ops, eye).reshape(n, -1).numpy().T.copy()
+
+
+def compose(ops: list[Op], op: Op) -> list[Op] | None:
+    """ops followed by op as one synapse chain, or None if that needs two weighted maps.
+
+    A dense map after another weighted map is fused into one dense matrix when that matrix is
+    small (exact); any other pair of weighted maps makes the caller split the signed value.
+    """
+    if op.kind in WEIGHTED:
+        wi = next((i for i, o in enumerate(ops) if o.kind in WEIGHTED), None)
+        if wi is not None:
+            if op.kind != "dense":
+                return None
+            tail = ops[wi:]
+            n_in = int(np.prod(tail[0].in_shape))
+            n_mid = int(np.prod(op.in_shape))
+            if n_in * n_mid > FUSE_LIMIT or n_in * op.weight.shape[0] > FUSE_LIMIT:
+                return None
+            fused = op.weight @ dense_matrix(tail)
+            return simplify(ops[:wi] + [DenseOp(tail[0].in_shape, weight=fused)])
+    return simplify(list(ops) + [op])
+
+
+# --- expressions ----------------------------------------------------------------------------------
+
+@dataclass
+class Term:
+    source: str
+    ops: list[Op]
+
+
+@dataclass
+class Pending:
+    """A max-pool of a signed expression, waiting for the monotone activation after it."""
+
+    pool: ir.Pool
+    inner: Expr
+    minimum: np.ndarray  # per channel: True where the pool takes the minimum
+
+
+@dataclass
+class Expr:
+    shape: tuple
+    terms: list[Term]
+    bias: np.ndarray = field(default_factory=lambda: np.array(0.0))
+    pending: Pending | None = None
+
+
+class Mapper:
+    def __init__(self, graph: ir.Graph, lo: np.ndarray, hi: np.ndarray):
+        self.g = graph
+        self.layers: dict[str, Layer] = {}
+        self.exprs: dict[str, Expr] = {}
+        self.file = graph.source
+        shape = graph.input_shape
+        lo, hi = compress(lo, shape), compress(hi, shape)
+        span = compress(np.where(full(hi, shape) > full(lo, shape),
+                                 full(hi, shape) - full(lo, shape), 1.0), shape)
+        rel = Relation(graph.input, scale=compress(1.0 / span, shape),
+                       shift=compress(-full(lo, shape) / span, shape), note="input, normalised")
+        self.add(InputLayer("input", tuple(shape), lo=lo, hi=compress(full(lo, shape) + span,
+                                                                         shape), relation=rel))
+        self.exprs[graph.input] = Expr(tuple(shape), [Term("input", simplify(
+            [ScaleOp(tuple(shape), scale=span)]))], bias=lo)
+
+    # layers
+    def add(self, layer: Layer) -> Layer:
+        base, k = layer.name, 1
+        while layer.name in self.layers:
+            k += 1
+            layer.name = f"{base}#{k}"
+        self.layers[layer.name] = layer
+        return layer
+
+    def fail(self, node: ir.Node, msg: str, hint: str | None = None):
+        return UnsupportedOpError(msg, file=self.file, node=node.name, op=node.op_type, hint=hint)
+
+    # --- expression algebra -------------------------------------------------------------------
+    def linear(self, name: str, op: Op, node: ir.Node) -> Expr:
+        e = self.exprs[name]
+        if e.pending is not None:
+            raise self.fail(node, "a max-pool over values of both signs feeds a linear map; its "
+                            "exact mapping needs offset coding, not implemented yet",
+                            hint="put the ReLU before the pool")
+        terms = []
+        for t in e.terms:
+            ops = compose(t.ops, op)
+            if ops is None:
+                self.split(name, node)
+                return self.linear(name, op, node)
+            terms.append(Term(t.source, ops))
+        bias = compress(_apply_np(op, e.bias), op.out_shape)
+        return Expr(tuple(op.out_shape), terms, bias)
+
+    def split(self, name: str, node: ir.Node) -> None:
+        """Carry a signed tensor by two neuron layers, z+ and z- (spec section 3)."""
+        e = self.exprs[name]
+        pos = self.neuron(e, node, name, sign=1, suffix="+", note="positive part", label=name)
+        neg = self.neuron(e, node, name, sign=-1, suffix="-", note="negative part", label=name)
+        self.exprs[name] = Expr(e.shape, [Term(pos.name, []), Term(neg.name, [ScaleOp(
+            e.shape, scale=np.array(-1.0))])])
+
+    def neuron(self, e: Expr, node: ir.Node, tensor: str | None, sign=1, shift=0.0,
+               cap: float | None = None, suffix="", note="", label=None) -> NeuronLayer:
+        """A layer with value clip(sign * e + shift, 0, cap)."""
+        groups = []
+        for t in e.terms:
+            ops = t.ops if sign > 0 else simplify(list(t.ops) + [ScaleOp(e.shape,
+                                                                         scale=np.array(-1.0))])
+            groups.append(Group(t.source, ops))
+        if not groups:
+            raise self.fail(node, "the activation does not depend on the input")
+        rel = None
+        if tensor is not None and "::" not in tensor:
+            rel = Relation(tensor, scale=np.array(float(sign)), shift=np.array(float(shift)),
+                           note=note)
+        layer = NeuronLayer((label or node.name or node.output) + suffix, tuple(e.shape),
+                            groups=groups,
+                            theta_rel=compress(-(sign * full(e.bias, e.shape) + shift), e.shape),
+                            saturating=cap is not None, cap=cap, relation=rel)
+        return self.add(layer)
+
+    def activation(self, name: str, node: ir.Node, sign=1, shift=0.0, cap=None,
+                   out_scale=1.0, out_bias=0.0) -> Expr:
+        """out_bias + out_scale * clip(sign * x + shift, 0, cap), monotone in x."""
+        e = self.exprs[name]
+        tensor = node.output
+        if e.pending is not None:
+            p = e.pending
+            inner = self.neuron(p.inner, node, None, sign, shift, cap)
+            minimum = p.minimum if sign > 0 else ~p.minimum
+            pool = self.add(PoolLayer(
+                (node.name or node.output) + "/pool", (p.inner.shape[0], *p.pool.out_spatial),
+                source=inner.name, kernel=p.pool.kernel, stride=p.pool.stride,
+                pads_begin=p.pool.pads_begin, pads_end=p.pool.pads_end,
+                dilation=p.pool.dilation, minimum=minimum.copy(),
+                relation=self._relation(tensor, out_scale, out_bias)))
+            src = pool.name
+        else:
+            if sign > 0 and shift == 0 and cap is None and np.all(e.bias >= 0) and \
+                    all(op_nonneg(o) for t in e.terms for o in t.ops):
+                # ReLU of a non-negative value is the identity: no neuron needed
+                out = Expr(e.shape, [Term(t.source, t.ops) for t in e.terms], e.bias)
+                return self._scaled(out, out_scale, out_bias)
+            layer = self.neuron(e, node, None, sign, shift, cap)
+            layer.relation = self._relation(tensor, out_scale, out_bias)
+            src = layer.name
+        return self._scaled(Expr(e.shape, [Term(src, [])]), out_scale, out_bias)
+
+    @staticmethod
+    def _relation(tensor, out_scale, out_bias) -> Relation | None:
+        if tensor is None or "::" in tensor:
+            return None
+        return Relation(tensor, scale=np.array(1.0 / out_scale), shift=np.array(
+            -out_bias / out_scale))
+
+    @staticmethod
+    def _scaled(e: Expr, scale: float, bias: float) -> Expr:
+        if scale != 1.0:
+            e.terms = [Term(t.source, simplify(t.ops + [ScaleOp(e.shape, scale=np.array(scale))]))
+                       for t in e.terms]
+        e.bias = compress(full(e.bias, e.shape) * scale + bias, e.shape)
+        return e
+
+    # --- IR nodes -----------------------------------------------------------------------------
+    def run(self) -> list[Layer]:
+        for node in self.g.nodes:
+            fn = getattr(self, "on_" + type(node).__name__.lower())
+            self.exprs[node.output] = fn(node)
+        out = self.exprs[self.g.output]
+        if out.pending is not None:
+            raise UnsupportedOpError("the network ends in a max-pool over values of both signs; "
+                                     "not supported yet", file=self.file)
+        if not out.terms:
+            raise UnsupportedOpError("the output does not depend on the input", file=self.file)
+        readout = ReadoutLayer("output", tuple(out.shape),
+                               groups=[Group(t.source, t.ops) for t in out.terms],
+                               bias=compress(out.bias, out.shape),
+                               relation=Relation(self.g.output, note="output logits"))
+        self.add(readout)
+        return self._prune()
+
+    def _prune(self) -> list[Layer]:
+        """Drop layers the readout does not depend on (dead branches of the ONNX graph)."""
+        layers = list(self.layers.values())
+        needed = {layers[-1].name, "input"}
+        for layer in reversed(layers):
+            if layer.name in needed:
+                needed.update(layer.sources())
+        return [la for la in layers if la.name in needed]
+
+    def on_conv(self, n: ir.Conv) -> Expr:
+        e = self.exprs[n.inputs[0]]
+        op = ConvOp(e.shape, weight=n.weight, stride=n.stride, pads_begin=n.pads_begin,
+                    pads_end=n.pads_end, dilation=n.dilation, groups=n.group)
+        out = self.linear(n.inputs[0], op, n)
+        if n.bias is not None:
+            out.bias = compress(full(out.bias, out.shape) + n.bias.reshape(
+                (-1,) + (1,) * (len(out.shape) - 1)), out.shape)
+        return out
+
+    def on_dense(self, n: ir.Dense) -> Expr:
+        e = self.exprs[n.inputs[0]]
+        out = self.linear(n.inputs[0], DenseOp(e.shape, weight=n.weight), n)
+        if n.bias is not None:
+            out.bias = compress(full(out.bias, out.shape) + n.bias, out.shape)
+        return out
+
+    def on_affine(self, n: ir.Affine) -> Expr:
+        e = self.exprs[n.inputs[0]]
+        scale = compress(n.scale, e.shape)
+        shift = compress(n.shift, e.shape)
+        if e.pending is not None:
+            s, b = per_channel(scale, e.shape), per_channel(shift, e.shape)
+            if s is None or b is None:
+                raise self.fail(n, "a non-per-channel affine map after a max-pool of signed "
+                                "values", hint="put the ReLU before the pool")
+            p = e.pending
+            cs = (-1,) + (1,) * (len(p.inner.shape) - 1)
+            tmp = f"{n.output}::inner"
+            self.exprs[tmp] = p.inner
+            inner = self.linear(tmp, ScaleOp(p.inner.shape, scale=compress(
+                s.reshape(cs), p.inner.shape)), n)
+            inner.bias = compress(full(inner.bias, inner.shape) + b.reshape(cs), inner.shape)
+            return Expr(e.shape, [], np.array(0.0), Pending(p.pool, inner, p.minimum ^ (s < 0)))
+        out = self.linear(n.inputs[0], ScaleOp(e.shape, scale=scale), n) \
+            if not np.all(scale == 1.0) else Expr(e.shape, list(e.terms), e.bias)
+        out.bias = compress(full(out.bias, e.shape) + shift, e.shape)
+        return out
+
+    def on_relu(self, n: ir.Relu) -> Expr:
+        return self.activation(n.inputs[0], n)
+
+    def on_clip(self, n: ir.Clip) -> Expr:
+        lo, hi = n.lo, n.hi
+        if lo is None and hi is None:
+            return self.exprs[n.inputs[0]]
+        if lo is None:  # min(z, hi) = hi - relu(hi - z)
+            return self.activation(n.inputs[0], n, sign=-1, shift=hi, out_scale=-1.0,
+                                   out_bias=hi)
+        cap = None if hi is None else hi - lo
+        return self.activation(n.inputs[0], n, shift=-lo, cap=cap, out_bias=lo)
+
+    def on_pool(self, n: ir.Pool) -> Expr:
+        e = self.exprs[n.inputs[0]]
+        out_shape = (e.shape[0], *n.out_spatial)
+        if n.kind == "avg":
+            op = SumPoolOp(e.shape, kernel=n.kernel, stride=n.stride, pads_begin=n.pads_begin,
+                           pads_end=n.pads_end, dilation=n.dilation, out_spatial=n.out_spatial,
+                           scale=compress(1.0 / n.divisor(), out_shape))
+            return self.linear(n.inputs[0], op, n)
+        if e.pending is not None:
+            raise self.fail(n, "max-pool of a max-pool of signed values",
+                            hint="put the ReLU before the pools")
+        b = per_channel(e.bias, e.shape)
+        if len(e.terms) == 1 and b is not None and all(o.kind == "scale" for o in e.terms[0].ops):
+            t = e.terms[0]
+            s = per_channel(t.ops[0].scale, e.shape) if t.ops else np.ones(e.shape[0])
+            if s is not None:
+                src = self.layers[t.source]
+                pool = self.add(PoolLayer(
+                    n.name or n.output, out_shape, source=src.name, kernel=n.kernel,
+                    stride=n.stride, pads_begin=n.pads_begin, pads_end=n.pads_end,
+                    dilation=n.dilation, minimum=(s < 0)))
+                cs = (-1,) + (1,) * (len(e.shape) - 1)
+                safe = np.where(s != 0, s, np.nan)
+                pool.relation = Relation(n.output, scale=compress((1.0 / safe).reshape(cs),
+                                                                  out_shape),
+                                         shift=compress((-b / safe).reshape(cs), out_shape),
+                                         note="pooled")
+                ops = [] if np.all(s == 1) else [ScaleOp(out_shape, scale=compress(
+                    s.reshape(cs), out_shape))]
+                return Expr(out_shape, [Term(pool.name, ops)], compress(b.reshape(cs),
+                                                                         out_shape))
+        return Expr(out_shape, [], np.array(0.0),
+                    Pending(n, e, np.zeros(e.shape[0], dtype=bool)))
+
+    def on_add(self, n: ir.Add) -> Expr:
+        a, b = (self.exprs[i] for i in n.inputs)
+        if a.pending is not None or b.pending is not None:
+            raise self.fail(n, "adds a max-pool over values of both signs",
+                            hint="put the ReLU before the pool")
+        return Expr(a.shape, a.terms + b.terms, compress(full(a.bias, a.shape) +
+                                                           full(b.bias, a.shape), a.shape))
+
+    def on_concat(self, n: ir.Concat) -> Expr:
+        total = sum(self.exprs[i].shape[n.axis] for i in n.inputs)
+        out, off = None, 0
+        for name in n.inputs:
+            e = self.exprs[name]
+            part = self.linear(name, PlaceOp(e.shape, axis=n.axis, offset=off, total=total), n)
+            off += e.shape[n.axis]
+            if out is None:
+                out = part
+            else:
+                out = Expr(part.shape, out.terms + part.terms,
+                           compress(full(out.bias, part.shape) + full(part.bias, part.shape),
+                                    part.shape))
+        return out
+
+    def on_reshape(self, n: ir.Reshape) -> Expr:
+        e = self.exprs[n.inputs[0]]
+        return self.linear(n.inputs[0], ReshapeOp(e.shape, shape=tuple(n.shape)), n)
+
+    def on_pad(self, n: ir.Pad) -> Expr:
+        e = self.exprs[n.inputs[0]]
+        return self.linear(n.inputs[0], PadOp(e.shape, pads_begin=n.pads_begin,
+                                              pads_end=n.pads_end), n)
+
+
+def map_graph(graph: ir.Graph, lo, hi) -> list[Layer]:
+    """Lower the IR to TTFS layers (windows and times still unset)."""
+    return Mapper(graph, lo, hi).run()

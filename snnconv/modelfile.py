@@ -1,0 +1,217 @@
+"""The .snn model file: safetensors with a JSON header (see docs/format.md).
+
+Safetensors is a flat, pickle-free container with readers in Rust, C++, JavaScript and Python; the
+JSON header (in the container's ``__metadata__``) describes layers, groups and ops and names the
+tensors they use. A SHA-256 over the header and all tensors detects corruption.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ModelFileError
+from .fileio import atomic_write
+from .snn import (
+    OPS, SNN, Group, InputLayer, Layer, NeuronLayer, PoolLayer, ReadoutLayer, Relation,
+)
+
+FORMAT = "snnconv-snn"
+FORMAT_VERSION = 1
+
+
+def digest(header: str, tensors: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256(header.encode())
+    for k in sorted(tensors):
+        a = np.ascontiguousarray(tensors[k])
+        h.update(f"{k}|{a.dtype.str}|{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def pack(fmt: str, version: int, header: dict, tensors: dict[str, np.ndarray]) -> bytes:
+    from safetensors.numpy import save
+
+    text = json.dumps(header, sort_keys=True, allow_nan=False)
+    tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+    meta = {"format": fmt, "format_version": str(version), "header": text,
+            "sha256": digest(text, tensors)}
+    return save(tensors, metadata=meta)
+
+
+def unpack(path, fmt: str, version: int) -> tuple[dict, dict[str, np.ndarray]]:
+    """Read and check a container: format, version, checksum. Errors name the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ModelFileError(f"{p}: file not found")
+    data = p.read_bytes()
+    if len(data) < 8:
+        raise ModelFileError(f"{p}: not a snnconv model file (too short)")
+    (n,) = struct.unpack("<Q", data[:8])
+    if n > len(data) - 8 or n > 100_000_000:
+        raise ModelFileError(f"{p}: not a snnconv model file, or truncated (bad header length)")
+    try:
+        outer = json.loads(data[8:8 + n].decode("utf-8"))
+        meta = outer.get("__metadata__") or {}
+    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        raise ModelFileError(f"{p}: not a snnconv model file (unreadable header)") from None
+    got = meta.get("format")
+    if got != fmt:
+        kind = {"snnconv-snn": "a float SNN (.snn)", "snnconv-snnq": "an integer SNN (.snnq)"}
+        raise ModelFileError(f"{p}: is not {kind.get(fmt, fmt)}"
+                             + (f" but {kind.get(got, got)}" if got else ""))
+    try:
+        ver = int(meta.get("format_version", "0"))
+    except ValueError:
+        raise ModelFileError(f"{p}: unreadable format version") from None
+    if ver > version:
+        raise ModelFileError(f"{p}: format version {ver} is newer than this snnconv reads "
+                             f"({version})", hint="upgrade snnconv")
+    if ver < 1:
+        raise ModelFileError(f"{p}: unknown format version {ver}")
+    try:
+        from safetensors.numpy import load
+
+        tensors = load(data)
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+        raise ModelFileError(f"{p}: corrupt or truncated ({type(e).__name__})") from None
+    text = meta.get("header", "")
+    if digest(text, tensors) != meta.get("sha256"):
+        raise ModelFileError(f"{p}: checksum mismatch: the file is corrupt or was edited",
+                             hint="convert again, or restore the file")
+    try:
+        header = json.loads(text)
+    except json.JSONDecodeError:
+        raise ModelFileError(f"{p}: corrupt header") from None
+    return header, tensors
+
+
+# --- SNN <-> header -------------------------------------------------------------------------------
+
+def _rel_to(rel: Relation | None, key: str, tensors: dict) -> dict | None:
+    if rel is None:
+        return None
+    tensors[f"{key}.relation.scale"] = np.asarray(rel.scale, np.float64)
+    tensors[f"{key}.relation.shift"] = np.asarray(rel.shift, np.float64)
+    return {"tensor": rel.tensor, "note": rel.note, "scale": f"{key}.relation.scale",
+            "shift": f"{key}.relation.shift"}
+
+
+def _groups_to(groups: list[Group], key: str, tensors: dict) -> list[dict]:
+    out = []
+    for gi, g in enumerate(groups):
+        ops = []
+        for oi, op in enumerate(g.ops):
+            arrays = {}
+            for name, a in op.arrays().items():
+                k = f"{key}.groups.{gi}.ops.{oi}.{name}"
+                tensors[k] = np.asarray(a, np.float64)
+                arrays[name] = k
+            ops.append({"kind": op.kind, "in_shape": list(op.in_shape), "params": op.params(),
+                        "arrays": arrays})
+        out.append({"source": g.source, "delay": g.delay, "ops": ops})
+    return out
+
+
+def to_header(snn: SNN) -> tuple[dict, dict[str, np.ndarray]]:
+    tensors: dict[str, np.ndarray] = {}
+    layers = []
+    for i, la in enumerate(snn.layers):
+        key = f"layers.{i}"
+        d = {"name": la.name, "kind": la.kind, "shape": list(la.shape), "stage": la.stage,
+             "t_min": la.t_min, "t_max": la.t_max, "relation": _rel_to(la.relation, key, tensors)}
+        if isinstance(la, InputLayer):
+            tensors[f"{key}.lo"] = np.asarray(la.lo, np.float64)
+            tensors[f"{key}.hi"] = np.asarray(la.hi, np.float64)
+            d.update(lo=f"{key}.lo", hi=f"{key}.hi")
+        elif isinstance(la, NeuronLayer):
+            tensors[f"{key}.theta_rel"] = np.asarray(la.theta_rel, np.float64)
+            d.update(theta_rel=f"{key}.theta_rel", saturating=la.saturating, cap=la.cap,
+                     groups=_groups_to(la.groups, key, tensors))
+        elif isinstance(la, PoolLayer):
+            tensors[f"{key}.minimum"] = np.asarray(la.minimum, np.uint8)
+            d.update(source=la.source, kernel=list(la.kernel), stride=list(la.stride),
+                     pads_begin=list(la.pads_begin), pads_end=list(la.pads_end),
+                     dilation=list(la.dilation), minimum=f"{key}.minimum")
+        elif isinstance(la, ReadoutLayer):
+            tensors[f"{key}.bias"] = np.asarray(la.bias, np.float64)
+            d.update(bias=f"{key}.bias", groups=_groups_to(la.groups, key, tensors))
+        layers.append(d)
+    header = {"tau_c": snn.tau_c, "head": snn.head, "layers": layers, "meta": snn.meta,
+              "latency": snn.latency}
+    return header, tensors
+
+
+def _tup(v):
+    return tuple(int(a) for a in v)
+
+
+def from_header(header: dict, tensors: dict[str, np.ndarray], name: str = "") -> SNN:
+    def T(k):
+        if k not in tensors:
+            raise ModelFileError(f"{name}: tensor '{k}' missing")
+        return tensors[k]
+
+    def groups(ds):
+        out = []
+        for g in ds:
+            ops = []
+            for o in g["ops"]:
+                cls = OPS.get(o["kind"])
+                if cls is None:
+                    raise ModelFileError(f"{name}: unknown op kind '{o['kind']}'")
+                kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in o["params"].items()}
+                kw.update({k: T(v) for k, v in o["arrays"].items()})
+                ops.append(cls(_tup(o["in_shape"]), **kw))
+            out.append(Group(g["source"], ops, float(g["delay"])))
+        return out
+
+    layers: list[Layer] = []
+    try:
+        for d in header["layers"]:
+            common = dict(name=d["name"], shape=_tup(d["shape"]), stage=int(d["stage"]),
+                          t_min=float(d["t_min"]), t_max=float(d["t_max"]))
+            r = d.get("relation")
+            if r:
+                common["relation"] = Relation(r["tensor"], T(r["scale"]), T(r["shift"]),
+                                              r.get("note", ""))
+            k = d["kind"]
+            if k == "input":
+                la = InputLayer(**common, lo=T(d["lo"]), hi=T(d["hi"]))
+            elif k == "neuron":
+                la = NeuronLayer(**common, groups=groups(d["groups"]), theta_rel=T(d["theta_rel"]),
+                                 saturating=bool(d["saturating"]), cap=d.get("cap"))
+            elif k == "pool":
+                la = PoolLayer(**common, source=d["source"], kernel=_tup(d["kernel"]),
+                               stride=_tup(d["stride"]), pads_begin=_tup(d["pads_begin"]),
+                               pads_end=_tup(d["pads_end"]), dilation=_tup(d["dilation"]),
+                               minimum=T(d["minimum"]).astype(bool))
+            elif k == "readout":
+                la = ReadoutLayer(**common, groups=groups(d["groups"]), bias=T(d["bias"]))
+            else:
+                raise ModelFileError(f"{name}: unknown layer kind '{k}'")
+            layers.append(la)
+        snn = SNN(layers, tau_c=float(header["tau_c"]), head=header.get("head"),
+                  meta=header.get("meta") or {})
+        snn.check()
+    except ModelFileError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise ModelFileError(f"{name}: inconsistent model file ({type(e).__name__}: {e})") \
+            from None
+    return snn
+
+
+def save(snn: SNN, path) -> Path:
+    header, tensors = to_header(snn)
+    atomic_write(path, pack(FORMAT, FORMAT_VERSION, header, tensors))
+    return Path(path)
+
+
+def load(path) -> SNN:
+    header, tensors = unpack(path, FORMAT, FORMAT_VERSION)
+    return from_header(header, tensors, str(path))
