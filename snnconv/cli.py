@@ -189,6 +189,115 @@ def inspect(
               f"{s['synapses']:,}  source {(s.get('source') or {}).get('name', '?')}")
 
 
+@app.command()
+def verify(
+    model: Annotated[Path, typer.Argument(help="A .snn file.")],
+    onnx: Annotated[Optional[Path], typer.Option(
+        "--onnx", help="Original ONNX model [default: the one recorded at conversion].")] = None,
+    data: Annotated[Optional[Path], typer.Option(
+        "--data", help="Inputs (.npz with x[, y], or .npy) [default: the calibration data].")]
+    = None,
+    n: Annotated[Optional[int], typer.Option("--n", help="Use the first N samples.")] = None,
+    atol: Annotated[Optional[float], typer.Option(
+        help="Absolute tolerance vs onnxruntime [default: a float32 forward error bound].")]
+    = None,
+    rtol: Annotated[Optional[float], typer.Option(
+        help="Relative tolerance vs onnxruntime (x max|output| per sample).")] = None,
+    rtol64: Annotated[float, typer.Option(
+        "--rtol64", help="Tolerance of the float64 mapping error (relative per sample).")] = 1e-9,
+    allow_clipping: Annotated[bool, typer.Option(
+        "--allow-clipping", help="Compare with the windowed network (each ReLU clipped at its "
+        "window); report the deviation from the original separately.")] = False,
+    simulator: Annotated[str, typer.Option(help="closed (closed form) or event (event-driven).")]
+    = "closed",
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 128,
+    reference_n: Annotated[int, typer.Option(
+        "--reference-n", help="Samples for the float64 onnx.reference run (0: skip).")] = 16,
+    noise: Annotated[Optional[str], typer.Option(
+        "--noise", help="Spike-time jitter std (units of tau_c), or a list 0.01,0.05,0.1.")]
+    = None,
+    report_json: Annotated[Optional[Path], typer.Option("--report-json")] = None,
+    junit: Annotated[Optional[Path], typer.Option("--junit", help="JUnit XML report.")] = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="PNG figure.")] = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+):
+    """Check that the SNN reproduces the ONNX model on data. Exit 1 on mismatch."""
+    from .api import verify_file
+
+    sigmas = run(_parse_floats, noise, "--noise") if noise else None
+    rep = run(verify_file, model, onnx=onnx, data=data, n=n, atol=atol, rtol=rtol,
+              rtol64=rtol64, allow_clipping=allow_clipping, simulator=simulator,
+              batch_size=batch_size, reference_n=reference_n, noise=sigmas,
+              report_json=report_json, junit=junit, plot=plot,
+              progress=not quiet and not as_json)
+    for w in rep["warnings"]:
+        err.print(f"[bold yellow]warning:[/] {w}", soft_wrap=True)
+    if as_json:
+        emit_json(rep)
+    elif not quiet:
+        _print_verify(rep)
+    if not rep["ok"]:
+        raise typer.Exit(1)
+
+
+def _parse_floats(text: str, opt: str) -> list[float]:
+    try:
+        vals = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"{opt} '{text}': expected numbers like 0.01,0.05") from None
+    if not vals or min(vals) < 0:
+        raise UsageError(f"{opt} '{text}': values must be >= 0")
+    return vals
+
+
+def _print_verify(rep: dict) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"verify {rep['model']} against {rep['onnx']}", title_justify="left")
+    for col in ("layer", "kind", "ONNX tensor", "err abs (f64)", "err rel (f64)",
+                "err rel (ORT)", "clipped", "spikes/neuron"):
+        t.add_column(col, justify="left" if col in ("layer", "kind", "ONNX tensor") else "right")
+    for c in rep["layers"]:
+        ort_rel = c["err_rel_ort"]
+        t.add_row(c["name"], c["kind"], c["onnx_tensor"] or "", f"{c['err_abs64']:.2e}",
+                  f"{c['err_rel64']:.2e}", "" if ort_rel is None else f"{ort_rel:.2e}",
+                  str(c["clipped"]), f"{c['spikes_per_neuron']:.3f}"
+                  if c["kind"] not in ("readout",) else "")
+    out.print(t)
+    tol = rep["tolerances"]
+    out.print(f"samples            {rep['samples']} from {rep['data']} (simulator: "
+              f"{rep['simulator']})")
+    out.print(f"mapping (float64)  max rel err {rep['mapping_err_max']:.3g}  (tolerance "
+              f"{tol['mapping_rtol64']:g})")
+    out.print(f"onnxruntime (f32)  max rel err {rep['ort_err_max']:.3g}  = "
+              f"{rep['ort_bound_ratio_max']:.3g} x the float32 error bound "
+              f"(bound <= {rep['ort_bound_rel_max']:.3g} relative)")
+    if rep["reference64_err_max"] is not None:
+        out.print(f"onnx.reference f64 max rel err {rep['reference64_err_max']:.3g} on "
+                  f"{rep['reference64_samples']} samples")
+    out.print(f"top-1 agreement    {rep['top1_agreement']:.2%}  ({rep['disagreements']} "
+              f"disagreements, {rep['near_ties']} near-ties)")
+    if rep["accuracy_ann"] is not None:
+        out.print(f"accuracy           ANN {rep['accuracy_ann']:.2%}   SNN "
+                  f"{rep['accuracy_snn']:.2%}")
+    out.print(f"spikes/neuron      {rep['spikes_per_neuron']:.3f}   synaptic events/sample "
+              f"{rep['synops_per_sample']:,.0f} vs ANN MACs {rep['macs_per_sample']:,.0f}")
+    out.print(f"latency            {rep['latency']:.6g}")
+    if rep["allow_clipping"] and rep["windowed_deviation_max"] is not None:
+        out.print(f"windowed network deviates from the original by up to "
+                  f"{rep['windowed_deviation_max']:.3g} (relative)")
+    for r in rep["noise"]:
+        acc = "" if r["accuracy"] is None else f", accuracy {r['accuracy']:.2%}"
+        out.print(f"noise sigma {r['sigma']:g}: agreement {r['top1_agreement']:.2%}{acc}")
+    if rep["ok"]:
+        out.print("[bold green]EQUIVALENT[/] within tolerance")
+    else:
+        out.print(f"[bold red]MISMATCH[/] (first at {rep['first_mismatch']}):")
+        for f in rep["failures"]:
+            out.print(f"  - {f}")
+
+
 def entry() -> None:  # console script
     app()
 
