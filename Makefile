@@ -21,6 +21,7 @@ demo: install
 	@mkdir -p build/demo
 	$(BIN)/snnconv convert sample_models/cnn.onnx --calib sample_models/digits_train.npz -o build/demo/cnn.snn
 	$(BIN)/snnconv inspect build/demo/cnn.snn
+	$(BIN)/snnconv verify build/demo/cnn.snn --data sample_models/digits_test.npz --junit build/demo/verify.xml
 
 test: install
 	$(BIN)/ruff check snnconv tests benchmarks sample_models
