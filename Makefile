@@ -24,11 +24,11 @@ demo: install
 	$(BIN)/snnconv verify build/demo/cnn.snn --data sample_models/digits_test.npz --junit build/demo/verify.xml
 
 test: install
-	$(BIN)/ruff check snnconv tests benchmarks sample_models
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -n 2 --durations=10
 
 lint: install
-	$(BIN)/ruff check snnconv tests benchmarks sample_models
+	$(BIN)/ruff check .
 
 clean:
 	rm -rf build .pytest_cache
