@@ -65,8 +65,18 @@ def group_input(g, s_src: torch.Tensor, layer: Layer, src: Layer, tau_c: float) 
 @torch.no_grad()
 def simulate(snn: SNN, x, dtype=torch.float64, record: bool | set[str] = False,
              observe: Callable[[Layer, torch.Tensor], None] | None = None,
-             noise: float = 0.0, generator: torch.Generator | None = None) -> SimResult:
-    """Run a batch. ``noise``: Gaussian jitter of hidden spike times (std in units of tau_c)."""
+             noise: float = 0.0, generator: torch.Generator | None = None,
+             backend: str = "torch") -> SimResult:
+    """Run a batch. ``noise``: Gaussian jitter of hidden spike times (std in units of tau_c).
+
+    ``backend``: "torch" (this reference implementation), "onnx" (the same computation compiled
+    to an onnxruntime session, cached on the SNN; see ``snnconv.backends.onnx_backend``) or
+    "auto" (onnx for float32 runs without ``observe`` or ``noise``, else torch).
+    """
+    if backend != "torch":
+        fast = _fast_backend(backend, dtype, observe, noise)
+        if fast is not None:
+            return fast.compiled(snn, dtype, record)(x)
     x = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x, dtype=dtype)
     tau = float(snn.tau_c)
     uses: dict[str, int] = {}
@@ -114,6 +124,22 @@ def simulate(snn: SNN, x, dtype=torch.float64, record: bool | set[str] = False,
             if uses[src] == 0:
                 env.pop(src, None)
     return res
+
+
+def _fast_backend(backend, dtype, observe, noise):
+    if backend not in ("onnx", "auto"):
+        raise ValueError(f"backend {backend!r}: choose 'torch', 'onnx' or 'auto'")
+    plain = observe is None and not noise
+    if backend == "auto":
+        if not plain or dtype != torch.float32:
+            return None
+    elif not plain:
+        raise ValueError("backend 'onnx' supports neither observe nor noise")
+    from .backends import onnx_backend
+
+    if backend == "auto" and not onnx_backend.available():  # pragma: no cover
+        return None
+    return onnx_backend
 
 
 def spike_times(layer: Layer, offsets: torch.Tensor) -> torch.Tensor:
