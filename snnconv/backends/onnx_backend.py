@@ -266,7 +266,10 @@ def build_model(snn: SNN, dtype=torch.float32, record=False, stats: bool = True)
             w = em.const(layer.window)
             s = em.op("Clip", [raw, zero, w], hint="s")
             if stats and not layer.saturating:
-                clipped = _count(em, em.op("Greater", [raw, w]), layer.shape)
+                # s == window, not raw > window: counting from the clamped offsets keeps
+                # Conv + Add + Clip one fused kernel (raw never leaves it). They differ only for
+                # raw exactly equal to the window, a value within rounding of its boundary.
+                clipped = _count(em, em.op("GreaterOrEqual", [s, w]), layer.shape)
         else:  # pragma: no cover - the SNN class has no other layer kinds
             raise UnsupportedError(f"layer {layer.name}: kind {layer.kind}")
         if stats:

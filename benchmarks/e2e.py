@@ -1,0 +1,127 @@
+"""End-to-end rows, each run in its own subprocess (wall time and peak RSS together): convert,
+verify, one fine-tuning epoch against one plain PyTorch training epoch, and the optional
+rate-coded contrast."""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+
+import numpy as np
+
+from . import models as M
+from .rows import rss_now_mb, rss_peak_mb
+
+
+def _ort_seconds(onnx_path, x, batch=128) -> float:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    sess.run(None, {name: x[:batch]})
+    t = time.perf_counter()
+    for i in range(0, len(x), batch):
+        sess.run(None, {name: x[i:i + batch]})
+    return time.perf_counter() - t
+
+
+def convert_main(model: str, n: int) -> dict:
+    """import + calibration on n samples + write, as ``snnconv convert`` does it."""
+    import tempfile
+
+    t0 = time.perf_counter()
+    from snnconv.api import convert_file
+    t_import = time.perf_counter() - t0
+    spec = M.SPECS[model]
+    onnx_path, calib = M.onnx_path(spec), M.data_path(spec, "calib", n)
+    base = rss_now_mb()
+    with tempfile.TemporaryDirectory() as d:
+        t = time.perf_counter()
+        convert_file(onnx_path, f"{d}/out.snn", calib=calib, calib_limit=n)
+        secs = time.perf_counter() - t
+    peak = rss_peak_mb()
+    x = np.load(calib)["x"][:n]
+    return {"seconds": secs, "import_s": t_import, "baseline_mb": base, "peak_mb": peak,
+            "ref_seconds": _ort_seconds(onnx_path, x), "ref": f"onnxruntime ANN on {n} samples"}
+
+
+def verify_main(model: str, n: int, reference_n: int) -> dict:
+    import cProfile
+    import pstats
+
+    from snnconv.verify import verify
+
+    spec = M.SPECS[model]
+    snn_path, onnx_path = M.snn_path(spec), M.onnx_path(spec)
+    data = M.data_path(spec, "test", n)
+    base = rss_now_mb()
+    prof = cProfile.Profile()
+    t = time.perf_counter()
+    prof.enable()
+    rep = verify(snn_path, onnx_path, data, n=n, reference_n=reference_n)
+    prof.disable()
+    secs = time.perf_counter() - t
+    peak = rss_peak_mb()
+    st = pstats.Stats(prof)
+    phases = {}
+    for (file, _, func), (_, _, _, cum, _) in st.stats.items():
+        key = f"{file.rsplit('/', 1)[-1]}:{func}"
+        if key in {"verify.py:float32_bound", "simulate.py:simulate", "ir.py:forward",
+                   "verify.py:run", "verify.py:_reference64", "verify.py:_per_sample_rel",
+                   "snn.py:chain_apply", "importer/__init__.py:import_onnx",
+                   "__init__.py:import_onnx", "modelfile.py:load", "data.py:load"}:
+            phases[key] = phases.get(key, 0.0) + cum
+    x = np.load(data)["x"][:n]
+    return {"seconds": secs, "baseline_mb": base, "peak_mb": peak, "ok": rep.ok,
+            "samples": rep.samples, "phases_s": phases,
+            "ref_seconds": _ort_seconds(onnx_path, x), "ref": f"onnxruntime ANN on {n} samples"}
+
+
+def finetune_main(model: str, n: int, batch: int) -> dict:
+    """One fine-tuning epoch (snnconv.finetune) vs one plain PyTorch training epoch of the same
+    ReLU network (SGD, cross-entropy, same data and batch size)."""
+    if importlib.util.find_spec("snnconv.finetune") is None:
+        return {"skip": "snnconv/finetune.py not present"}
+    import torch
+
+    import snnconv
+    from snnconv import finetune as ft
+
+    spec = M.SPECS[model]
+    data = M.data_path(spec, "calib", n)
+    d = np.load(data)
+    x, y = torch.as_tensor(d["x"][:n]), torch.as_tensor(d["y"][:n])
+    if spec.kind != "generated":
+        return {"skip": "plain PyTorch reference needs a torch module (generated nets only)"}
+    net = M.module(spec).train()
+    opt = torch.optim.SGD(net.parameters(), lr=1e-3)
+    t = time.perf_counter()
+    for i in range(0, n, batch):
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(net(x[i:i + batch]), y[i:i + batch])
+        loss.backward()
+        opt.step()
+    ref = time.perf_counter() - t
+    snn = snnconv.load(M.snn_path(spec))
+    fn = next((getattr(ft, n_) for n_ in ("finetune", "fine_tune", "train") if hasattr(ft, n_)),
+              None)
+    if fn is None:
+        return {"skip": "snnconv.finetune API not recognised (needs finetune(snn, data, ...))"}
+    t = time.perf_counter()
+    try:
+        fn(snn, (d["x"][:n], d["y"][:n]), epochs=1, batch_size=batch)
+    except TypeError as e:
+        return {"skip": f"snnconv.finetune API differs: {e}"}
+    secs = time.perf_counter() - t
+    return {"seconds": secs, "ref_seconds": ref, "peak_mb": rss_peak_mb(),
+            "ref": f"plain PyTorch epoch, SGD, batch {batch}, {n} samples"}
+
+
+def ratecoded_main() -> dict:
+    """SpikingJelly ann2snn on the sample CNN at T = 4..256 (contrast row), if installed."""
+    if importlib.util.find_spec("spikingjelly") is None:
+        return {"skip": "SpikingJelly not installed (optional; install it with --no-deps in a "
+                        "separate venv)"}
+    return {"skip": "SpikingJelly is installed, but the T sweep is not written yet"}
