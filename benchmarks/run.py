@@ -57,8 +57,9 @@ def machine() -> dict:
 
 # --- timing ---------------------------------------------------------------------------------
 
-def time_rows(model: str, batch: int, reps: int, log) -> list[dict]:
-    """Build every row of (model, batch), warm each up, then time them interleaved."""
+def time_rows(model: str, batch: int, reps: int, log, budget_s: float = 60.0) -> list[dict]:
+    """Build every row of (model, batch), warm each up, then time them interleaved: ``reps``
+    repetitions, fewer (at least 3) when one round of all rows would overrun ``budget_s``."""
     ctx = R.Ctx(M.SPECS[model], batch)
     out, fns = [], {}
     for r in R.rows_for(ctx):
@@ -84,6 +85,10 @@ def time_rows(model: str, batch: int, reps: int, log) -> list[dict]:
         inner = max(1, min(200, int(0.02 / max(first, 1e-7))))
         fns[r.name] = (fn, max(1, min(reps, int(r.budget_s / max(first, 1e-9)))), inner)
         rec["times"] = []
+        rec["first_s"] = first
+    round_s = sum(rec.get("first_s", 0.0) for rec in out)
+    cap = max(3, int(budget_s / max(round_s, 1e-9)))
+    fns = {k: (f, min(n, cap), inner) for k, (f, n, inner) in fns.items()}
     # interleave: rep k of every row, then rep k+1, so drifting load hits all rows alike
     for k in range(max((f[1] for f in fns.values()), default=0)):
         for rec in out:
@@ -125,8 +130,9 @@ def _sub(args: list[str], timeout: float = 600) -> dict:
 
 
 def memory_rows(timed: list[dict], jobs: int, log) -> None:
+    # the sample models' footprints are a few MB over the imports: generated nets only
     todo = [rec for rec in timed if "median_s" in rec and rec["batch"] == max(
-        M.SPECS[rec["model"]].batches)]
+        M.SPECS[rec["model"]].batches) and M.SPECS[rec["model"]].kind == "generated"]
     log(f"memory: {len(todo)} rows, one subprocess each")
 
     def one(rec):
@@ -211,7 +217,7 @@ def print_tables(res: dict) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="sample models and the VGG net only")
-    ap.add_argument("--reps", type=int, default=7, help="timed repetitions per row")
+    ap.add_argument("--reps", type=int, default=7, help="timed repetitions per row (at most)")
     ap.add_argument("--models", nargs="*", help="subset of: " + " ".join(M.SPECS))
     ap.add_argument("--out", default=str(ROOT / "build" / "bench.json"))
     ap.add_argument("--no-memory", action="store_true")
@@ -248,8 +254,7 @@ def main(argv=None) -> int:
     log("models ready")
     for n in names:
         for b in M.SPECS[n].batches:
-            reps = a.reps if M.SPECS[n].kind == "sample" or b == 1 else max(3, a.reps // 2)
-            res["inference"] += time_rows(n, b, reps, log)
+            res["inference"] += time_rows(n, b, a.reps, log)
             log(f"timed {n} batch {b}")
     if not a.no_memory:
         memory_rows(res["inference"], a.jobs, log)
