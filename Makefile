@@ -27,6 +27,10 @@ test: install
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -n 2 --durations=10
 
+# Benchmarks (benchmarks/README.md): prints the table, writes build/bench.json; about 10 minutes.
+bench: install
+	$(BIN)/python benchmarks/run.py --out build/bench.json
+
 lint: install
 	$(BIN)/ruff check .
 

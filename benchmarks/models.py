@@ -91,6 +91,7 @@ class Spec:
     calib: int  # calibration samples for the cached conversion
     build: object = None  # () -> torch module, for generated nets
     note: str = ""
+    lean_at: int | None = None  # from this batch size on, only the float32 fast rows run
 
 
 SPECS = {
@@ -102,7 +103,7 @@ SPECS = {
                         build=lambda: vgg11(32, 10, 512),
                         note="VGG-11 (8 conv+BN, 2 dense), 3x32x32"),
     "resnet18-cifar": Spec("resnet18-cifar", "generated", (3, 32, 32), (1, 128), 128,
-                           build=lambda: resnet18_cifar(10),
+                           build=lambda: resnet18_cifar(10), lean_at=128,
                            note="ResNet-18 (20 conv+BN, residual), 3x32x32"),
     "vgg11-imagenet": Spec("vgg11-imagenet", "generated", (3, 224, 224), (1,), 4,
                            build=lambda: vgg11(224, 1000, 1024),

@@ -95,11 +95,13 @@ def time_rows(model: str, batch: int, reps: int, log, budget_s: float = 60.0) ->
             f = fns.get(rec["row"])
             if f is None or k >= f[1]:
                 continue
-            inner = f[2]
-            t = time.perf_counter()
-            for _ in range(inner):
+            done, t = 0, time.perf_counter()
+            while done < f[2]:  # stop early if calls got slower than the warm-up promised
                 f[0]()
-            rec["times"].append((time.perf_counter() - t) / inner)
+                done += 1
+                if time.perf_counter() - t > 0.1:
+                    break
+            rec["times"].append((time.perf_counter() - t) / done)
     by = {rec["row"]: rec for rec in out}
     for rec in out:
         if "times" in rec:
@@ -212,6 +214,34 @@ def print_tables(res: dict) -> None:
               f"{res['machine']['load_avg_end'][0]:.1f}; total {res['total_s']:.0f} s")
 
 
+def markdown(res: dict) -> str:
+    """The tables as markdown, for benchmarks/README.md."""
+    out = ["| model | batch | row | time | ratio | target | peak RSS MB (+over imports) | "
+           "mem ratio |", "|---|---|---|---|---|---|---|---|"]
+    for r in res["inference"]:
+        if "skip" in r and "not present" in r["skip"]:
+            continue
+        ratio = f"{r['ratio']:.2f}x" if "ratio" in r else ("ref" if not r["ref"] else "")
+        tgt = f"<= {r['target']:g}x " + ("met" if r.get("met") else "**missed**") \
+            if r.get("target") is not None and "ratio" in r else ""
+        mem = f"{r['peak_mb']:.0f} (+{r['delta_mb']:.0f})" if "peak_mb" in r else ""
+        mr = f"{r['mem_ratio']:.2f}x" if "mem_ratio" in r else ""
+        t = _fmt_t(r.get("median_s")) or r.get("skip", "")
+        out.append(f"| {r['model']} | {r['batch']} | {r['row']} | {t} | {ratio} | {tgt} | "
+                   f"{mem} | {mr} |")
+    out += ["", "| task | time | target | peak RSS MB (+over imports) | reference |",
+            "|---|---|---|---|---|"]
+    for name, r in res["end_to_end"].items():
+        if "skip" in r:
+            out.append(f"| {name} | skipped: {r['skip']} | | | |")
+            continue
+        tgt = f"<= {r['target']:g} s" if r.get("target") is not None else ""
+        out.append(f"| {name} | {_fmt_t(r['seconds'])} | {tgt} | {r['peak_mb']:.0f} "
+                   f"(+{r['peak_mb'] - r.get('baseline_mb', 0):.0f}) | {r.get('ref', '')}: "
+                   f"{_fmt_t(r.get('ref_seconds'))} |")
+    return "\n".join(out)
+
+
 # --- main -----------------------------------------------------------------------------------
 
 def main(argv=None) -> int:
@@ -223,10 +253,14 @@ def main(argv=None) -> int:
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--no-e2e", action="store_true")
     ap.add_argument("--jobs", type=int, default=2, help="parallel memory subprocesses")
+    ap.add_argument("--markdown", metavar="JSON", help="print a result file as markdown tables")
     ap.add_argument("--mem-row", nargs=3, metavar=("MODEL", "BATCH", "ROW"),
                     help=argparse.SUPPRESS)
     ap.add_argument("--e2e", nargs="+", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if a.markdown:
+        print(markdown(json.loads(Path(a.markdown).read_text())))
+        return 0
     if a.mem_row:
         print(json.dumps(R.mem_main(a.mem_row[0], int(a.mem_row[1]), a.mem_row[2])))
         return 0
