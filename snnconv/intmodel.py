@@ -314,9 +314,12 @@ def _limit(v: torch.Tensor, bits: int, mode: str) -> tuple[torch.Tensor, torch.T
     """Apply a register's width: returns (value, overflow mask)."""
     hi = 2 ** (bits - 1) - 1
     lo = -(2 ** (bits - 1))
+    if v.numel() == 0:
+        return v, None
+    mn, mx = torch.aminmax(v)
+    if int(mn) >= lo and int(mx) <= hi:
+        return v, None
     bad = (v > hi) | (v < lo)
-    if not bool(bad.any()):
-        return v, bad
     if mode == "wrap":
         m = 2 ** bits
         return torch.remainder(v - lo, m) + lo, bad
@@ -375,7 +378,9 @@ def golden(net: QNet, x, record: bool | set = False, dtype: torch.dtype | None =
                 z = y if z is None else z + y
             z = z.to(torch.int64)
             z, bad = _limit(z, la.widths["V"], net.overflow)
-            nb = int(bad.sum())
+            nb = 0 if bad is None else int(bad.sum())
+            if bad is None:
+                bad = torch.zeros((), dtype=torch.bool)
             if la.kind == "readout":
                 res.logits = z + torch.as_tensor(np.asarray(la.bias, np.int64))
                 res.overflow[la.name] = nb
@@ -496,21 +501,27 @@ def _layer_ticks(net: QNet, la: QLayer, comp: Compiled, env, dtype):
     if not is_out:
         R = torch.as_tensor(np.asarray(la.ramp, np.int64))
         theta = torch.as_tensor(la.theta)
+    # the ticks at which any spike arrives (others only integrate I)
+    busy = set()
+    for arr in arrivals:
+        busy.update(torch.unique(arr[arr >= 0]).tolist())
     for k in range(k0, k_end):
         for gi, arr in enumerate(arrivals):
+            if k not in busy:
+                break
             ind = arr == k
-            if bool(ind.any()):
-                dI = comp.group(la, gi, ind.to(dtype)).to(torch.int64)
-                current, b = _limit(current + dI, wi, mode)
+            dI = comp.group(la, gi, ind.to(dtype)).to(torch.int64)
+            current, b = _limit(current + dI, wi, mode)
+            if b is not None:
                 bad |= b
         if k < la.t_min:
             V, b = _limit(V + current, wv, mode)
-            bad |= b
         else:
             fire = (V >= theta) & ~fired
-            out[fire] = k
+            out = torch.where(fire, k, out)
             fired |= fire
             V, b = _limit(V + R, wv, mode)
+        if b is not None:
             bad |= b
     logits = None
     if is_out:

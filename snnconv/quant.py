@@ -294,7 +294,7 @@ class ActStats:
     maxima: dict[str, float]
 
 
-def act_stats(snn: SNN, batches, keep: int = 200_000, seed: int = 0) -> ActStats:
+def act_stats(snn: SNN, batches, keep: int = 50_000, seed: int = 0) -> ActStats:
     rng = np.random.default_rng(seed)
     vals: dict[str, list[np.ndarray]] = {}
     mx: dict[str, float] = {}
@@ -322,7 +322,7 @@ def best_range(v: np.ndarray, vmax: float, ticks: int) -> tuple[float, float]:
     """Clip range X (tick size X/T) minimising the round-to-nearest error; returns (X, rel.err)."""
     if vmax <= 0 or v.size == 0:
         return 1.0, 0.0
-    alphas = np.concatenate([np.geomspace(0.05, 1.0, 48)])
+    alphas = np.geomspace(0.05, 1.0, 40)
     t = torch.as_tensor(v, dtype=torch.float64)
     power = float((t * t).mean()) or 1.0
     best = (vmax, math.inf)
