@@ -189,6 +189,114 @@ def inspect(
               f"{s['synapses']:,}  source {(s.get('source') or {}).get('name', '?')}")
 
 
+# --- integer models: fine-tune, run, export test vectors ------------------------------------------
+
+@app.command()
+def finetune(
+    model: Annotated[Path, typer.Argument(help="A .snn file (from convert).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output .snnq file.")],
+    data: Annotated[Optional[Path], typer.Option(
+        "--data", help="Training data (.npz with x, y) [default: the calibration data recorded "
+        "in MODEL].")] = None,
+    val: Annotated[Optional[Path], typer.Option(
+        "--val", help="Validation data for the best epoch [default: 10% held out].")] = None,
+    quantize: Annotated[Optional[int], typer.Option(
+        "--quantize", help="Weight bits, 1 (sign weights) to 8 [default 4].")] = None,
+    time_bits: Annotated[Optional[int], typer.Option(
+        "--time-bits", help="At most 2^B ticks per layer window.")] = None,
+    noise: Annotated[Optional[float], typer.Option(
+        "--noise", help="Gaussian spike-time jitter (ticks) during training.")] = None,
+    latency: Annotated[Optional[int], typer.Option(
+        "--latency", help="Total tick budget over all layers.")] = None,
+    sparsity: Annotated[Optional[float], typer.Option(
+        "--sparsity", help="L1 activity penalty (fewer spikes).")] = None,
+    first_last_bits: Annotated[Optional[int], typer.Option(
+        "--first-last-bits", help="Weight bits of the first and last layer.")] = None,
+    target: Annotated[Optional[Path], typer.Option(
+        "--target", help="Hardware profile (YAML), e.g. hardware/generic.yaml.")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Epochs [default 10].")]
+    = None,
+    lr: Annotated[Optional[float], typer.Option(
+        "--lr", help="Adam step in weight levels [default 0.01].")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="[default 64]")]
+    = None,
+    config: Annotated[Optional[Path], typer.Option(
+        "--config", help="YAML file with these options (the command line overrides it).")]
+    = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed [default 0].")]
+    = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue from OUTPUT.ckpt after an interruption.")] = False,
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+):
+    """Fine-tune a converted SNN for integer hardware and write the .snnq file."""
+    from .finetune import finetune_file
+
+    talk = not quiet and not as_json
+    rep = run(finetune_file, model, output, data, val=val, quantize=quantize,
+              time_bits=time_bits, noise=noise, latency=latency, sparsity=sparsity,
+              first_last_bits=first_last_bits, target=target, epochs=epochs, lr=lr,
+              batch_size=batch_size, config=config, seed=seed, resume=resume, device=device,
+              progress=talk, log=(lambda m: err.print(m, soft_wrap=True)) if talk else None)
+    if as_json:
+        emit_json(rep)
+        return
+    if quiet:
+        return
+    from .finetune import report_tables
+
+    for t in report_tables(rep):
+        out.print(t)
+    out.print(f"wrote {rep['output']}")
+
+
+@app.command("run")
+def run_cmd(
+    model: Annotated[Path, typer.Argument(help="A .snnq file.")],
+    data: Annotated[Path, typer.Option("--data", help="Data (.npz with x[, y], or .npy).")],
+    pred: Annotated[Optional[Path], typer.Option(
+        "--out", help="Write predictions and integer logits to this .npz.")] = None,
+    noise: Annotated[float, typer.Option(
+        "--noise", help="Spike-time jitter (ticks) to test robustness.")] = 0.0,
+    as_json: JsonOpt = False,
+):
+    """Predictions of the integer golden model, from the .snnq file alone."""
+    from .intmodel import run_file
+
+    res = run(run_file, model, data, pred, noise=noise)
+    if as_json:
+        emit_json(res)
+        return
+    acc = f"accuracy {res['accuracy']:.4f}  " if "accuracy" in res else ""
+    out.print(f"{res['samples']} samples  {acc}spikes/neuron {res['spikes_per_neuron']:.3f}  "
+              f"latency {res['latency_ticks']} ticks  overflow {res['overflow']}")
+    if "output" in res:
+        out.print(f"wrote {res['output']}")
+
+
+@app.command("export-vectors")
+def export_vectors(
+    model: Annotated[Path, typer.Argument(help="A .snnq file.")],
+    data: Annotated[Path, typer.Option("--data", help="Data to draw samples from.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output folder.")],
+    n: Annotated[int, typer.Option("--n", help="Number of samples (corner cases first).")]
+    = 16,
+    as_json: JsonOpt = False,
+):
+    """Stimulus and expected spike ticks of every layer, as $readmemh hex and CSV."""
+    from .vectors import export_vectors as export
+
+    res = run(export, model, data, n, output)
+    if as_json:
+        emit_json(res)
+        return
+    why = ", ".join(f"{v} {k}" for k, v in res["reasons"].items())
+    out.print(f"wrote {res['files']} files for {res['samples']} samples ({why}) to "
+              f"{res['output']}")
+
+
 def entry() -> None:  # console script
     app()
 

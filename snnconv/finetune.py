@@ -732,6 +732,51 @@ def layer_rows(net: QNet) -> list[dict]:
     return rows
 
 
+# --- tables for people ----------------------------------------------------------------------------
+
+def report_tables(rep: dict) -> list:
+    """Rich tables of a fine-tuning report: the comparison, sensitivity, epochs, hardware fit."""
+    from rich.table import Table
+
+    def pct(v):
+        return "" if v is None else f"{100 * v:.2f}"
+
+    t = Table(title=f"accuracy on {rep['evaluated_on']} (jitter: {rep['jitter_ticks']:g} ticks)",
+              title_justify="left")
+    for c in ("model", "accuracy %", "spikes/neuron", "latency", "weight memory (bytes)",
+              "accuracy % under jitter"):
+        t.add_column(c, justify="left" if c == "model" else "right")
+    for r in rep["rows"]:
+        t.add_row(r["model"], pct(r["accuracy"]), f"{r['spikes_per_neuron']:.3f}",
+                  r["latency"] or "", f"{r['weight_bytes']:,.0f}", pct(r["accuracy_jitter"]))
+    s = Table(title=f"post-training quantisation sensitivity (on {rep['validation']['on']})",
+              title_justify="left")
+    s.add_column("quantised")
+    s.add_column("accuracy %", justify="right")
+    for r in rep["sensitivity"]:
+        s.add_row(r["what"], pct(r["accuracy"]))
+    h = Table(title=f"epochs (best: {rep['validation']['best_epoch']})", title_justify="left")
+    for c in ("epoch", "loss", "val accuracy %", "spikes/neuron", "seconds"):
+        h.add_column(c, justify="right")
+    for r in rep["history"]:
+        h.add_row(str(r["epoch"]), f"{r['loss']:.4f}", pct(r["val_accuracy"]),
+                  f"{r['spikes_per_neuron']:.3f}", f"{r['seconds']:.1f}")
+    f = Table(title=f"hardware profile '{rep['fit']['profile']}': "
+              f"{'fits' if rep['fit']['ok'] else 'does NOT fit'}", title_justify="left")
+    for c in ("layer", "ticks", "R", "fan-in", "I bits", "V bits", "issues"):
+        f.add_column(c, justify="left" if c in ("layer", "issues") else "right")
+    lay = {r["name"]: r for r in rep.get("layers", [])}
+    for r in rep["fit"]["layers"]:
+        la = lay.get(r["layer"], {})
+        ramp = la.get("ramp")
+        f.add_row(r["layer"], str(la.get("ticks", "")),
+                  "" if not ramp else (str(ramp[0]) if ramp[0] == ramp[1] else
+                                       f"{ramp[0]}..{ramp[1]}"),
+                  str(r["fan_in"]), str(r["I_bits"]), str(r["V_bits"]),
+                  "; ".join(r["issues"]) or "ok")
+    return [t, s, h, f]
+
+
 # --- file-level entry point -----------------------------------------------------------------------
 
 def finetune_file(model, output, data=None, **kw) -> dict:
@@ -746,4 +791,5 @@ def finetune_file(model, output, data=None, **kw) -> dict:
     res = finetune(snn, data, output=output, **kw)
     rep = dict(res.report)
     rep["output"] = str(output)
+    rep["warnings"] = res.warnings
     return rep
