@@ -105,13 +105,10 @@ class FakeQuantNet(torch.nn.Module):
                     return z + b
                 r = self.ramp[la.name]
                 vz = z + b
-                y = torch.clamp(vz / r, 0.0, float(la.ticks))
                 if aq:
-                    q = torch.clamp(torch.div(vz.detach(), r, rounding_mode="floor"), 0,
-                                    la.ticks)
-                    v = q + (y - y.detach())
+                    v = _FloorTicks.apply(vz, r, float(la.ticks))
                 else:
-                    v = y
+                    v = torch.clamp(vz / r, 0.0, float(la.ticks))
                 if noise and self.training:
                     jit = torch.randn(v.shape, generator=generator, dtype=torch.float64)
                     jit = torch.round(jit * noise).to(v.dtype)
@@ -149,17 +146,48 @@ def _key(name: str) -> str:
     return name.replace(".", "_").replace("/", "|")
 
 
+class _FloorTicks(torch.autograd.Function):
+    """clip(floor(V / R), 0, T) forward (exact on integer-valued V); backward the B=1 TTFS
+    gradient 1/R where 0 < V/R < T, else 0."""
+
+    @staticmethod
+    def forward(ctx, v, r, ticks):
+        y = torch.div(v, r, rounding_mode="floor")
+        ctx.save_for_backward(v, r)
+        ctx.ticks = ticks
+        return torch.clamp(y, 0, ticks)
+
+    @staticmethod
+    def backward(ctx, g):
+        v, r = ctx.saved_tensors
+        u = v / r
+        inside = (u > 0) & (u < ctx.ticks)
+        return torch.where(inside, g / r, torch.zeros((), dtype=g.dtype)), None, None
+
+
+class _Quant(torch.autograd.Function):
+    """Round to signed levels (sign for 1 bit) forward, identity backward."""
+
+    @staticmethod
+    def forward(ctx, w, bits):
+        if bits == 1:
+            return torch.where(w >= 0, 1.0, -1.0).to(w.dtype)
+        if bits == 0:
+            return torch.round(w)
+        m = 2 ** (bits - 1) - 1
+        return torch.clamp(torch.round(w), -m, m)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g, None
+
+
 def _ste_round(w):
-    return torch.round(w).detach() + (w - w.detach())
+    return _Quant.apply(w, 0)
 
 
 def _ste_quant(w, bits: int):
-    if bits == 1:
-        q = torch.where(w >= 0, 1.0, -1.0).to(w.dtype)
-    else:
-        m = 2 ** (bits - 1) - 1
-        q = torch.clamp(torch.round(w), -m, m)
-    return q.detach() + (w - w.detach())
+    return _Quant.apply(w, bits)
 
 
 def _train_dtype(net: QNet) -> torch.dtype:
@@ -194,13 +222,15 @@ class FinetuneConfig:
     seed: int = 0
     per_channel: bool | None = None
     first_last_bits: int | None = None
-    equalize: bool = True
+    equalize: float = 0.0  # equalisation strength: 0 off, 1 every channel to the layer's max
+    act_range: str | float = "mse"  # clip range per layer: mse, max or a percentile
     val_fraction: float = 0.1  # held out from the training data when no --val is given
     calib_samples: int = 2048
     jitter_eval: float | None = None  # report accuracy under this jitter (ticks); default noise
     #                                   or 1 tick
     lr_decay: str = "cosine"  # or none
     distill: float = 1.0  # weight of the KL term towards the float network's outputs
+    keep: str = "best"  # best (validation accuracy, then loss) or last epoch
 
     @classmethod
     def from_sources(cls, config=None, **over) -> FinetuneConfig:
@@ -234,6 +264,8 @@ class FinetuneConfig:
             raise UsageError("epochs >= 0, batch size >= 1 and lr > 0 are required")
         if self.noise < 0 or self.sparsity < 0:
             raise UsageError("--noise and --sparsity must be >= 0")
+        if self.keep not in ("best", "last"):
+            raise UsageError("keep must be best or last")
         if not 0 <= self.val_fraction < 1:
             raise UsageError("val_fraction must be in [0, 1)")
         return self
@@ -241,7 +273,8 @@ class FinetuneConfig:
     def quant_config(self) -> quant.QuantConfig:
         return quant.QuantConfig(bits=self.quantize, time_bits=self.time_bits,
                                  latency=self.latency, per_channel=self.per_channel,
-                                 first_last_bits=self.first_last_bits, equalize=self.equalize)
+                                 first_last_bits=self.first_last_bits, equalize=self.equalize,
+                                 act_range=self.act_range)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -489,7 +522,7 @@ def finetune(snn: SNN, data=None, *, val=None, test=None, config=None, target=No
     batches = [torch.as_tensor(cal_x[i:i + 512]) for i in range(0, len(cal_x), 512)]
     snn_q = snn
     if cfg.equalize:
-        snn_q, _ = quant.equalize(snn, batches)
+        snn_q, _ = quant.equalize(snn, batches, float(cfg.equalize))
     stats = quant.act_stats(snn_q, batches, seed=cfg.seed)
     net0, lat0 = quant.build(snn_q, stats, cfg.quant_config(), prof)
     model = FakeQuantNet(net0, lat0)
@@ -594,7 +627,8 @@ def finetune(snn: SNN, data=None, *, val=None, test=None, config=None, target=No
         history.append(rec)
         if n_seen == 0:
             raise DataError("training data yielded no batches (a one-shot iterator?)")
-        if (ev["accuracy"], -ev["loss"]) > (best["accuracy"], -best.get("loss", math.inf)):
+        if cfg.keep == "last" or (ev["accuracy"], -ev["loss"]) > (best["accuracy"],
+                                                                    -best.get("loss", math.inf)):
             best = {"accuracy": ev["accuracy"], "loss": ev["loss"], "epoch": epoch,
                     "state": copy.deepcopy(model.state_dict())}
         say(f"epoch {epoch}: loss {rec['loss']:.4f}, val accuracy {ev['accuracy']:.4f}, "

@@ -230,10 +230,11 @@ def channel_max(v: torch.Tensor) -> np.ndarray:
 
 # --- equalisation ---------------------------------------------------------------------------------
 
-def equalize(snn: SNN, batches, floor: float = 1e-4) -> tuple[SNN, dict[str, np.ndarray]]:
-    """Scale every channel of each non-saturating neuron layer so its calibrated max equals the
-    layer's max (exact: consumers get the inverse factor). Returns a new SNN and the factors a
-    (new value = old value / a)."""
+def equalize(snn: SNN, batches, strength: float = 1.0, floor: float = 1e-4
+             ) -> tuple[SNN, dict[str, np.ndarray]]:
+    """Scale channel c of each non-saturating neuron layer by 1/a_c, a_c = (max_c / max)^strength
+    (exact: consumers get a_c). strength 1 gives every channel the layer's calibrated max; less
+    keeps headroom for data beyond the calibration maxima. Returns a new SNN and the factors."""
     snn = copy.deepcopy(snn)
     maxc: dict[str, np.ndarray] = {}
 
@@ -250,7 +251,7 @@ def equalize(snn: SNN, batches, floor: float = 1e-4) -> tuple[SNN, dict[str, np.
             m = maxc[la.name]
             top = float(m.max()) if m.size else 0.0
             if top > 0 and len(m) == la.shape[0]:
-                a = np.where(m > 0, np.maximum(m / top, floor), 1.0)
+                a = np.where(m > 0, np.maximum(m / top, floor) ** strength, 1.0)
                 if np.any(a != 1.0):
                     fac[la.name] = a
         elif isinstance(la, PoolLayer) and la.source in fac:
@@ -318,21 +319,28 @@ def act_stats(snn: SNN, batches, keep: int = 50_000, seed: int = 0) -> ActStats:
     return ActStats(out, mx)
 
 
-def best_range(v: np.ndarray, vmax: float, ticks: int) -> tuple[float, float]:
-    """Clip range X (tick size X/T) minimising the round-to-nearest error; returns (X, rel.err)."""
+def best_range(v: np.ndarray, vmax: float, ticks: int, rule="mse") -> tuple[float, float]:
+    """Clip range X (tick size X/T) and the relative round-to-nearest error. ``rule``: "mse"
+    (X minimising the error), "max", or a percentile (float) of the values."""
     if vmax <= 0 or v.size == 0:
         return 1.0, 0.0
-    alphas = np.geomspace(0.05, 1.0, 40)
-    t = torch.as_tensor(v, dtype=torch.float64)
-    power = float((t * t).mean()) or 1.0
-    best = (vmax, math.inf)
-    for a in alphas:
-        s = a * vmax / ticks
+    if rule != "mse":
+        x = vmax if rule == "max" else float(np.percentile(v, float(rule)))
+        x = x if x > 0 else vmax
+        t = torch.as_tensor(v, dtype=torch.float64)
+        s = x / ticks
         q = torch.clamp(torch.floor(t / s + 0.5), 0, ticks) * s
-        e = float(((t - q) ** 2).mean())
-        if e < best[1]:
-            best = (a * vmax, e)
-    return best[0], best[1] / power
+        return x, float(((t - q) ** 2).mean()) / (float((t * t).mean()) or 1.0)
+    t = torch.as_tensor(v, dtype=torch.float32)
+    if t.numel() > 20_000:  # a fixed subsample is plenty for choosing one number
+        t = t[torch.linspace(0, t.numel() - 1, 20_000).long()]
+    power = float((t * t).mean()) or 1.0
+    alphas = torch.as_tensor(np.geomspace(0.05, 1.0, 40), dtype=torch.float32)[:, None]
+    s = alphas * vmax / ticks
+    q = torch.clamp(torch.floor(t[None, :] / s + 0.5), 0, ticks) * s
+    e = ((t[None, :] - q) ** 2).mean(1)
+    i = int(torch.argmin(e))
+    return float(alphas[i, 0]) * vmax, float(e[i]) / power
 
 
 def stage_layers(snn: SNN) -> dict[int, list]:
@@ -343,7 +351,8 @@ def stage_layers(snn: SNN) -> dict[int, list]:
     return st
 
 
-def allocate_ticks(snn: SNN, stats: ActStats, cap: int, latency: int | None) -> dict[int, int]:
+def allocate_ticks(snn: SNN, stats: ActStats, cap: int, latency: int | None,
+                   rule="mse") -> dict[int, int]:
     """Ticks per stage: ``cap`` each, then greedily remove ticks (largest chunk first) from the
     stage whose summed relative activation error grows least, until the budget holds."""
     stages = stage_layers(snn)
@@ -364,7 +373,7 @@ def allocate_ticks(snn: SNN, stats: ActStats, cap: int, latency: int | None) -> 
                 tot += float(((v - q) ** 2).mean()) / (float((v * v).mean()) or 1.0)
             else:
                 tot += best_range(stats.values.get(la.name, np.zeros(1)),
-                                  stats.maxima.get(la.name, 0.0), t)[1]
+                                  stats.maxima.get(la.name, 0.0), t, rule)[1]
         return tot
 
     cache: dict[tuple[int, int], float] = {}
@@ -449,8 +458,9 @@ class QuantConfig:
     latency: int | None = None
     per_channel: bool | None = None  # None: the profile's weight_scale
     first_last_bits: int | None = None  # e.g. 8 for binary nets
-    equalize: bool = True
+    equalize: float = 0.0  # strength: 0 off, 1 full
     round_activations: bool = True
+    act_range: str | float = "mse"  # mse, max, or a percentile of the calibration values
 
     def check(self, prof: Profile) -> QuantConfig:
         if not 1 <= self.bits <= 8:
@@ -494,7 +504,7 @@ def build(snn: SNN, stats: ActStats, cfg: QuantConfig, prof: Profile) -> tuple[Q
     """Post-training quantisation of an (equalised) SNN into a QNet plus its latent reals."""
     cfg.check(prof)
     cap = min(prof.max_ticks, 2 ** cfg.time_bits if cfg.time_bits else prof.max_ticks)
-    ticks = allocate_ticks(snn, stats, cap, cfg.latency)
+    ticks = allocate_ticks(snn, stats, cap, cfg.latency, cfg.act_range)
     per_channel = (prof.weight_scale == "per_channel") if cfg.per_channel is None \
         else cfg.per_channel
     first = {la.name for la in snn.layers if isinstance(la, (NeuronLayer, ReadoutLayer)) and
@@ -588,7 +598,7 @@ def _build_layer(la, snn, by, ticks, t_end, stats, cfg, prof, per_channel, first
             X = float(la.cap)
         else:
             X, rel = best_range(stats.values.get(la.name, np.zeros(1)),
-                                stats.maxima.get(la.name, 0.0), T)
+                                stats.maxima.get(la.name, 0.0), T, cfg.act_range)
             inf["rel_error"] = rel
         inf["range"] = X
         s_n = np.full(C, X / T)
