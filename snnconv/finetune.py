@@ -589,7 +589,7 @@ def finetune(snn: SNN, data=None, *, val=None, test=None, config=None, target=No
         tot_loss = n_seen = 0
         if xtr is not None:
             perm = torch.randperm(len(xtr), generator=gen)
-            perm = perm[rank::world]
+            perm = perm[:len(perm) - len(perm) % world][rank::world]  # same steps on every rank
             bs = max(1, cfg.batch_size // world)
             nb = math.ceil(len(perm) / bs)
             it = ((xtr[perm[i:i + bs]], ytr[perm[i:i + bs]],
