@@ -376,7 +376,10 @@ def _eval_batches(src: Source, bs: int):
 # --- evaluation -----------------------------------------------------------------------------------
 
 @torch.no_grad()
-def evaluate_q(model: FakeQuantNet, src: Source, bs: int = 512, wq=True, aq=True) -> dict:
+def evaluate_q(model: FakeQuantNet, src: Source, bs: int = 512, wq=True, aq=True,
+               teacher: SNN | None = None, distill: float = 0.0) -> dict:
+    """Accuracy, spikes/neuron and the training objective (cross-entropy, plus ``distill`` times
+    the KL divergence to ``teacher``'s outputs) on ``src``."""
     model.eval()
     correct = n = spikes = 0
     loss = 0.0
@@ -385,8 +388,11 @@ def evaluate_q(model: FakeQuantNet, src: Source, bs: int = 512, wq=True, aq=True
     for xb, yb in _eval_batches(src, bs):
         rec: dict = {}
         lg = model(model.encode(xb), wq=wq, aq=aq, record=rec)
-        loss += float(F.cross_entropy(model.real_logits(lg), torch.as_tensor(yb),
-                                      reduction="sum"))
+        real = model.real_logits(lg)
+        loss += float(F.cross_entropy(real, torch.as_tensor(yb), reduction="sum"))
+        if teacher is not None and distill:
+            loss += distill * float(F.kl_div(F.log_softmax(real, 1), teacher_logits(teacher, xb),
+                                             reduction="sum", log_target=True))
         correct += int((lg.argmax(1).numpy() == yb).sum())
         spikes += sum(int((rec[la.name] > 0).sum()) for la in hid)
         n += len(yb)
@@ -531,7 +537,7 @@ def finetune(snn: SNN, data=None, *, val=None, test=None, config=None, target=No
         f"{ptq_net.latency} ticks, dtype {model.dtype}")
 
     sens = sensitivity(model, valid, cfg.batch_size * 8)
-    ptq_eval = evaluate_q(model, valid)
+    ptq_eval = evaluate_q(model, valid, teacher=snn, distill=cfg.distill)
 
     # training
     ckpt = Path(str(output) + ".ckpt") if output is not None else None
@@ -620,7 +626,7 @@ def finetune(snn: SNN, data=None, *, val=None, test=None, config=None, target=No
                 n_seen += len(yb)
                 adv(1)
         epoch_times.append(time.perf_counter() - t_ep)
-        ev = evaluate_q(model, valid)
+        ev = evaluate_q(model, valid, teacher=snn, distill=cfg.distill)
         rec = {"epoch": epoch, "loss": tot_loss / max(1, n_seen), "val_accuracy": ev["accuracy"],
                "val_loss": ev["loss"],
                "spikes_per_neuron": ev["spikes_per_neuron"], "seconds": epoch_times[-1]}
