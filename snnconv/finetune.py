@@ -90,7 +90,7 @@ class FakeQuantNet(torch.nn.Module):
         uses = intmodel._consumers(self.net)
         for la in self.net.layers:
             if la.kind == "input":
-                v = x_ticks if aq else x_ticks  # inputs are ticks in both modes
+                v = x_ticks  # inputs are ticks in both modes
             elif la.kind == "pool":
                 v = pool_values(self.net, la, env[la.source])
             else:
@@ -197,10 +197,11 @@ def _train_dtype(net: QNet) -> torch.dtype:
         if la.kind not in ("neuron", "readout"):
             continue
         tot = 0.0
+        fan = quant.fan_in(net, la)
         for g in la.groups:
             src = net.by_name[g.source]
             q = 1 if g.bits == 1 else 2 ** (g.bits - 1) - 1
-            tot += quant.fan_in(net, la) * q * src.ticks
+            tot += fan * q * src.ticks  # conservative: the whole fan-in at every group's limit
         b = float(np.abs(np.asarray(la.bias)).max())
         r = float(np.max(la.ramp)) * la.ticks if la.kind == "neuron" else 0.0
         worst = max(worst, tot + 4 * b + 2 * r + 1024)
@@ -474,7 +475,7 @@ def _maybe_init_dist():
     import torch.distributed as dist
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("gloo" if not torch.cuda.is_available() else "nccl")
+        dist.init_process_group("gloo")  # the training tensors live on the CPU
     return _dist()
 
 
@@ -495,8 +496,9 @@ def finetune(snn: SNN, data=None, *, val=None, test=None, config=None, target=No
     val = val if val is not None else extra.get("val")
     prof = quant.load_profile(target)
     cfg.quant_config().check(prof)
-    if device != "cpu" and not (device == "cuda" and torch.cuda.is_available()):
-        raise UsageError(f"--device {device}: not available here", hint="use --device cpu")
+    if device != "cpu":
+        raise UsageError(f"--device {device}: fine-tuning runs on the CPU only in this version",
+                         hint="use --device cpu (several CPU processes: torchrun)")
     say = log or (lambda m: None)
     warnings: list[str] = []
     shape = tuple(snn.input.shape)
@@ -691,8 +693,6 @@ def finetune(snn: SNN, data=None, *, val=None, test=None, config=None, target=No
     })
     if output is not None and rank == 0:
         intmodel.save(final, output)
-        if ckpt is not None and ckpt.exists() and cfg.epochs > 0:
-            pass  # kept: --resume with more epochs continues from it
     return FinetuneResult(final, report, model, warnings)
 
 

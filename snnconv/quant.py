@@ -281,7 +281,7 @@ def equalize(snn: SNN, batches, strength: float = 1.0, floor: float = 1e-4
             la.relation.shift = compress(full(la.relation.shift, la.shape) / af, la.shape)
     snn.meta = dict(snn.meta)
     snn.meta["equalization"] = {k: {"min_factor": float(v.min()), "channels": int(v.size)}
-                                for k, v in fac.items() if la.name}
+                                for k, v in fac.items()}
     return snn, fac
 
 
