@@ -197,7 +197,7 @@ def _train_dtype(net: QNet) -> torch.dtype:
         if la.kind not in ("neuron", "readout"):
             continue
         tot = 0.0
-        fan = quant.fan_in(net, la)
+        fan = quant.fan_in(net, la, structural=True)
         for g in la.groups:
             src = net.by_name[g.source]
             q = 1 if g.bits == 1 else 2 ** (g.bits - 1) - 1

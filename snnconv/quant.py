@@ -132,7 +132,9 @@ def fit_report(net: QNet, prof: Profile) -> dict:
             "memory_ok": mem_ok, "ok": mem_ok and all(r["ok"] for r in rows)}
 
 
-def fan_in(net: QNet, la: QLayer) -> int:
+def fan_in(net: QNet, la: QLayer, structural: bool = False) -> int:
+    """Largest number of synapses of one neuron: non-zero weights, or (``structural``) every
+    weight slot, which training may fill."""
     tot = None
     for g in la.groups:
         src = net.by_name[g.source]
@@ -140,7 +142,8 @@ def fan_in(net: QNet, la: QLayer) -> int:
         for op in g.ops:
             a = op_array(op)
             if a is not None:
-                op = _with_array(op, (np.asarray(a) != 0).astype(np.float64))
+                op = _with_array(op, np.ones_like(np.asarray(a, np.float64)) if structural
+                                 else (np.asarray(a) != 0).astype(np.float64))
             x = op.apply(x)
         tot = x if tot is None else tot + x
     return int(tot.max()) if tot is not None else 0
