@@ -130,6 +130,11 @@ def build(model: onnx.ModelProto, file: str, input_shape: tuple | None = None) -
     from .handlers import HANDLERS, unsupported
 
     g = model.graph
+    for node in g.node:  # a corrupted file can carry names that are not valid UTF-8
+        if not all(isinstance(v, str) for v in (node.name, node.op_type, *node.input,
+                                                 *node.output)):
+            raise ModelImportError("a node has a name that is not valid UTF-8: the file is "
+                                   "corrupt", file=file)
     inits = {t.name for t in g.initializer}
     real_inputs = [i for i in g.input if i.name not in inits]  # IR <= 3 lists weights as inputs
     if len(real_inputs) != 1:
