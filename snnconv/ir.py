@@ -40,6 +40,15 @@ class Node:
         raise NotImplementedError
 
 
+def _check_window(node: Node, stride, dilation, pads=(), kernel=()) -> None:
+    """Attribute ranges the ONNX checker does not enforce (corrupt files reach us otherwise)."""
+    if any(int(v) < 1 for v in (*stride, *dilation, *kernel)):
+        raise node.fail(f"strides {tuple(stride)}, dilations {tuple(dilation)} and kernel "
+                        f"{tuple(kernel)} must be >= 1")
+    if any(int(v) < 0 for v in pads):
+        raise node.fail(f"negative pads {tuple(pads)}")
+
+
 def _t(a: np.ndarray | None, like: torch.Tensor):
     return None if a is None else torch.as_tensor(a, dtype=like.dtype, device=like.device)
 
@@ -68,6 +77,12 @@ class Conv(Node):
     def infer(self, shapes):
         (s,) = shapes
         nd = self.weight.ndim - 2
+        _check_window(self, self.stride, self.dilation, (*self.pads_begin, *self.pads_end),
+                      self.weight.shape[2:])
+        if self.group < 1:
+            raise self.fail(f"group {self.group} must be >= 1")
+        if len(self.stride) != nd or len(self.dilation) != nd or len(self.pads_begin) != nd:
+            raise self.fail("strides, dilations or pads do not match the kernel's rank")
         if len(s) != nd + 1:
             raise self.fail(f"input of rank {len(s) + 1} for a {nd}-d convolution")
         if s[0] != self.weight.shape[1] * self.group:
@@ -164,6 +179,11 @@ class Pool(Node):
 
     def infer(self, shapes):
         (s,) = shapes
+        _check_window(self, self.stride, self.dilation, (*self.pads_begin, *self.pads_end),
+                      self.kernel)
+        nd = len(self.kernel)
+        if len(self.stride) != nd or len(self.dilation) != nd or len(self.pads_begin) != nd:
+            raise self.fail("strides, dilations or pads do not match the kernel's rank")
         if len(s) != len(self.kernel) + 1:
             raise self.fail(f"input of rank {len(s) + 1} for a {len(self.kernel)}-d pool")
         out = tuple(pool_out_size(n, k, st, pb, pe, d, self.ceil_mode) for n, k, st, pb, pe, d in
