@@ -155,11 +155,11 @@ def pool(layer: PoolLayer, r: torch.Tensor) -> torch.Tensor:
     return torch.where(sel, latest, earliest)
 
 
-def encode_input(layer: InputLayer, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+def encode_input(layer: InputLayer, x: torch.Tensor, tau_c: float) -> tuple[torch.Tensor, int]:
     """Input spike times relative to t_max (+inf for values at ``lo``) and the clipped count."""
     u = (x - _t(layer.lo, x)) / (_t(layer.hi, x) - _t(layer.lo, x))
     clipped = int(((u < 0) | (u > 1)).sum())
-    s = torch.clamp(u, 0.0, 1.0) * layer.window
+    s = torch.clamp(u, 0.0, 1.0) * tau_c  # the window, rounded up, covers tau_c
     return torch.where(s > 0, -s, torch.full_like(s, INF)), clipped
 
 
@@ -191,7 +191,7 @@ def simulate_events(snn: SNN, x, dtype=torch.float64, record: bool | set[str] = 
     for layer in snn.layers:
         st = LayerStats(neurons=layer.size, samples=n)
         if isinstance(layer, InputLayer):
-            r, st.clipped = encode_input(layer, x)
+            r, st.clipped = encode_input(layer, x, snn.tau_c)
         elif isinstance(layer, PoolLayer):
             r = pool(layer, env[layer.source])
         elif isinstance(layer, (NeuronLayer, ReadoutLayer)):

@@ -195,16 +195,14 @@ def test_long_windows_agree():
     assert float(s[s > 0].min()) < 1e-2 * last.window  # small values in a long window
 
 
-@pytest.mark.xfail(strict=True, reason="windows.assign_times rounds the input window up to 8 "
-                   "significant bits (t_max(0) = round_window(tau_c)) and the input is encoded as "
-                   "u * window, so input values are scaled by round_window(tau_c)/tau_c "
-                   "(1.003 for tau_c = 0.37) while the mapping assumes u")
 def test_input_window_rounding_with_non_dyadic_tau_c(digits):
     path = SAMPLES / "mlp.onnx"
     snn = snnconv.convert(path, SAMPLES / "digits_train.npz", tau_c=0.37)
+    assert snn.input.window != 0.37  # rounded up: the encoding must not use the window
     x = digits["test_x"][:50]
     ref, _ = import_onnx(path).forward(x)
     assert rel_err(simulate_events(snn, x).logits, ref) <= RTOL
+    assert rel_err(snn.simulate(x).logits, ref) <= RTOL
 
 
 def test_residual_long_skip_agrees(residual, data8):
@@ -313,6 +311,7 @@ def test_spikes_arriving_after_t_min_do_nothing(residual, data8):
     r_late = simulate_events(late, data8).logits
     r_cut = simulate_events(cut, data8).logits
     assert rel_err(r_late, r_cut) <= RTOL
+    assert rel_err(late.simulate(data8).logits, r_cut) <= RTOL  # the closed form agrees
     assert rel_err(r_cut, simulate_events(snn, data8).logits) > 1e-3
 
 
