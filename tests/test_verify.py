@@ -139,3 +139,27 @@ def test_data_outside_calibrated_range_is_reported(tmp_path):
     assert not rep.ok
     assert rep.clipped_inputs > 0
     assert rep.first_mismatch == "input"
+
+
+@pytest.mark.parametrize("simulator", ["closed", "event"])
+def test_long_skip_residual_verifies_in_both_simulators(simulator, tmp_path):
+    """A residual add whose skip source has a longer window than the layer before the add: the
+    skip's delayed spikes arrive before t_min of that layer (integration must not restart)."""
+    import torch
+
+    from .test_event import LongSkipResidual
+
+    torch.manual_seed(0)
+    net = LongSkipResidual().eval()
+    path = tmp_path / "res.onnx"
+    torch.onnx.export(net, (torch.zeros(1, 1, 8, 8),), str(path), dynamo=False,
+                      input_names=["x"], dynamic_axes={"x": {0: "n"}})
+    x = np.random.default_rng(0).random((96, 1, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    snn = snnconv.convert(path, tmp_path / "x.npy")
+    add = next(la for la in snn.neuron_layers() if len(la.groups) == 2)
+    windows = {g.source: snn.by_name[g.source].window for g in add.groups}
+    assert max(windows.values()) > 3 * min(windows.values())
+    rep = verify(snn, path, tmp_path / "x.npy", simulator=simulator)
+    assert rep.ok, rep.failures
+    assert rep.mapping_err_max <= 1e-9
