@@ -87,7 +87,7 @@ def membrane_traces(snn, x, sample: int = 0, per_layer: int = 3) -> list[dict]:
     """V(t) of a few neurons per layer for one input, rebuilt from the model's own weights,
     delays, windows and thresholds and the spike times of the closed-form simulator.
 
-    V is piecewise linear (spec section 2), so it is returned at its breakpoints: 0 until the
+    V is piecewise linear (docs/concepts.md), so it is returned at its breakpoints: 0 until the
     first input arrives, slope sum w_j/tau_c over the inputs that have arrived until t_min, then
     slope 1/tau_c until the neuron fires (the trace ends there) or its window ends. The readout
     has no threshold: its output is V(t_min) + bias. Chosen per layer: the earliest spike, one
