@@ -218,13 +218,13 @@ def inspect(
 def verify(
     model: Annotated[Path, typer.Argument(help="A .snn file.", metavar="MODEL.snn")],
     onnx: Annotated[Optional[Path], typer.Option(
-        "--onnx", help="Original ONNX model [default: the one recorded at conversion].")] = None,
+        "--onnx", help="Original ONNX model \\[default: the one recorded at conversion].")] = None,
     data: Annotated[Optional[Path], typer.Option(
-        "--data", help="Inputs (.npz with x[, y], or .npy) [default: the calibration data].")]
+        "--data", help="Inputs (.npz with x[, y], or .npy) \\[default: the calibration data].")]
     = None,
     n: Annotated[Optional[int], typer.Option("--n", help="Use the first N samples.")] = None,
     atol: Annotated[Optional[float], typer.Option(
-        help="Absolute tolerance vs onnxruntime [default: a float32 forward error bound].")]
+        help="Absolute tolerance vs onnxruntime \\[default: a float32 forward error bound].")]
     = None,
     rtol: Annotated[Optional[float], typer.Option(
         help="Relative tolerance vs onnxruntime (x max|output| per sample).")] = None,
