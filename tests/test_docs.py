@@ -7,7 +7,7 @@ Convention (docs/index.md states it for writers):
   A command ending in ``# exit N`` must exit with N; every other command must exit 0.
 - A fenced ```python block right after the line ``<!-- test: run -->`` is run as a script.
 - Everything else (```bash, ```yaml, ```text, indented blocks) is illustrative and not run.
-- A page whose text holds ``<!-- test: slow -->`` is marked slow.
+- A page with the line ``<!-- test: slow -->`` is marked slow.
 
 The runnable blocks of one page run in order, in one fresh folder holding a copy of sample_models/
 (so ``sample_models/cnn.onnx`` works), with ``snnconv`` and ``python`` resolved to the console
@@ -102,7 +102,8 @@ def pages() -> list[str]:
 
 
 def _param(page: str):
-    marks = [pytest.mark.slow] if SLOW_MARK in (ROOT / page).read_text() else []
+    lines = (ROOT / page).read_text().splitlines()
+    marks = [pytest.mark.slow] if any(ln.strip() == SLOW_MARK for ln in lines) else []
     return pytest.param(page, id=page, marks=marks)
 
 
