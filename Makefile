@@ -27,6 +27,12 @@ test: install
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -n 2 --durations=10
 
+# The site (build/site) is built offline: no web fonts, no external assets; warnings are errors.
+docs: install
+	$(BIN)/python -c "import mkdocs, material, mkdocstrings_handlers.python" 2>/dev/null || \
+		$(BIN)/python -m pip install -q -e ".[docs]"
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir build/site
+
 lint: install
 	$(BIN)/ruff check .
 

@@ -22,7 +22,10 @@ EXIT_HELP = ("Exit codes: 0 ok, 1 verification mismatch, 2 bad input or usage, "
 
 app = typer.Typer(add_completion=True, no_args_is_help=True, rich_markup_mode="rich",
                   help="Exact conversion of ReLU networks (ONNX) to time-to-first-spike spiking "
-                  "networks, verification, and hardware-aware fine-tuning.\n\n" + EXIT_HELP,
+                  "networks, verification, and hardware-aware fine-tuning.\n\n" + EXIT_HELP +
+                  "\n\nEvery command takes --json (machine-readable output on stdout) and "
+                  "--quiet. Colours are off when the output is not a terminal or NO_COLOR is "
+                  "set. Help on one command: snnconv COMMAND --help.",
                   context_settings={"help_option_names": ["-h", "--help"]})
 
 # Not a terminal (logs, CI): no colours, and wide enough that tables do not truncate.
@@ -106,9 +109,9 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No tables, no pro
 
 @app.command()
 def convert(
-    model: Annotated[Path, typer.Argument(help="ONNX model file.")],
+    model: Annotated[Path, typer.Argument(help="ONNX model file.", metavar="MODEL.onnx")],
     output: Annotated[Optional[Path], typer.Option(
-        "-o", "--output", help="Output .snn file [default: MODEL with suffix .snn].")] = None,
+        "-o", "--output", help="Output .snn file \\[default: MODEL with suffix .snn].")] = None,
     calib: Annotated[Optional[Path], typer.Option(
         "--calib", help="Calibration data (.npz with x[, y], or .npy): windows from the data.")]
     = None,
@@ -128,7 +131,18 @@ def convert(
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ):
-    """Convert an ONNX ReLU network to an exactly equivalent TTFS SNN (.snn)."""
+    """Convert an ONNX ReLU network to an exactly equivalent TTFS SNN (.snn).
+
+    Windows come from calibration data (--calib), or without data from
+    interval bounds over the input range (exact for every input in range).
+    Prints the layers, their windows and thresholds, and the latency.
+
+    Examples:
+
+        snnconv convert model.onnx --calib train.npz -o model.snn
+        snnconv convert model.onnx --input-range -1 1
+        snnconv convert model.onnx --calib train.npz --percentile 99.9
+    """
     from .api import convert_file
 
     res = run(convert_file, model, output, calib=calib, input_range=input_range, margin=margin,
@@ -172,10 +186,20 @@ def _fmt_range(rng) -> str:
 
 @app.command()
 def inspect(
-    model: Annotated[Path, typer.Argument(help="A .snn file.")],
+    model: Annotated[Path, typer.Argument(help="A .snn file.", metavar="MODEL.snn")],
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ):
-    """Print layers, neuron counts, windows, threshold ranges and latency of a model file."""
+    """Print layers, neuron counts, windows, threshold ranges and latency of a model file.
+
+    The model file is checked (format, version, checksum) on the way.
+    With --quiet only the summary line is printed.
+
+    Examples:
+
+        snnconv inspect model.snn
+        snnconv inspect model.snn --json
+    """
     from .api import inspect_file
 
     s = run(inspect_file, model)
@@ -184,22 +208,23 @@ def inspect(
         return
     from .report import layer_table
 
-    out.print(layer_table(s["layers"], title=str(model)))
+    if not quiet:
+        out.print(layer_table(s["layers"], title=str(model)))
     out.print(f"latency {s['latency']:.6g}  neurons {s['neurons']:,}  synapses "
               f"{s['synapses']:,}  source {(s.get('source') or {}).get('name', '?')}")
 
 
 @app.command()
 def verify(
-    model: Annotated[Path, typer.Argument(help="A .snn file.")],
+    model: Annotated[Path, typer.Argument(help="A .snn file.", metavar="MODEL.snn")],
     onnx: Annotated[Optional[Path], typer.Option(
-        "--onnx", help="Original ONNX model [default: the one recorded at conversion].")] = None,
+        "--onnx", help="Original ONNX model \\[default: the one recorded at conversion].")] = None,
     data: Annotated[Optional[Path], typer.Option(
-        "--data", help="Inputs (.npz with x[, y], or .npy) [default: the calibration data].")]
+        "--data", help="Inputs (.npz with x[, y], or .npy) \\[default: the calibration data].")]
     = None,
     n: Annotated[Optional[int], typer.Option("--n", help="Use the first N samples.")] = None,
     atol: Annotated[Optional[float], typer.Option(
-        help="Absolute tolerance vs onnxruntime [default: a float32 forward error bound].")]
+        help="Absolute tolerance vs onnxruntime \\[default: a float32 forward error bound].")]
     = None,
     rtol: Annotated[Optional[float], typer.Option(
         help="Relative tolerance vs onnxruntime (x max|output| per sample).")] = None,
@@ -210,19 +235,33 @@ def verify(
         "window); report the deviation from the original separately.")] = False,
     simulator: Annotated[str, typer.Option(help="closed (closed form) or event (event-driven).")]
     = "closed",
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 128,
+    batch_size: Annotated[int, typer.Option(
+        "--batch-size", help="Samples per batch (bounds the memory used).")] = 128,
     reference_n: Annotated[int, typer.Option(
         "--reference-n", help="Samples for the float64 onnx.reference run (0: skip).")] = 16,
     noise: Annotated[Optional[str], typer.Option(
         "--noise", help="Spike-time jitter std (units of tau_c), or a list 0.01,0.05,0.1.")]
     = None,
-    report_json: Annotated[Optional[Path], typer.Option("--report-json")] = None,
+    report_json: Annotated[Optional[Path], typer.Option(
+        "--report-json", help="Write the report as JSON to this file.")] = None,
     junit: Annotated[Optional[Path], typer.Option("--junit", help="JUnit XML report.")] = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="PNG figure.")] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ):
-    """Check that the SNN reproduces the ONNX model on data. Exit 1 on mismatch."""
+    """Check that the SNN reproduces the ONNX model on data. Exit 1 on mismatch.
+
+    Compares layer by layer with a float64 evaluation of the network (the
+    mapping), with onnxruntime (float32, within a float32 error bound) and
+    with onnx.reference (float64); reports clipping, top-1 agreement,
+    accuracy and spikes per neuron.
+
+    Examples:
+
+        snnconv verify model.snn
+        snnconv verify model.snn --onnx model.onnx --data test.npz
+        snnconv verify model.snn --data test.npz --junit verify.xml
+    """
     from .api import verify_file
 
     sigmas = run(_parse_floats, noise, "--noise") if noise else None
