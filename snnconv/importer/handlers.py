@@ -373,7 +373,7 @@ def _reshape_to(ctx: Ctx, node, shape):
 def _target_shape(ctx: Ctx, node, full_target) -> tuple:
     """Resolve a full (batch-first) ONNX target shape into a per-sample one."""
     s = ctx.shape(node.input[0])
-    probe = ctx.batch if isinstance(ctx.batch, int) and ctx.batch > 0 else 7919
+    probe = ctx.probe_batch
     full_in = (probe, *s)
     allowzero = ctx.attr(node, "allowzero", 0)
     t = [full_in[i] if (d == 0 and not allowzero and i < len(full_in)) else int(d)
@@ -392,14 +392,32 @@ def _target_shape(ctx: Ctx, node, full_target) -> tuple:
 @register("Reshape")
 def reshape(ctx: Ctx, node):
     want = ctx.inferred(node.output[0])
-    if node.input[1] in ctx.consts:
-        shape = _target_shape(ctx, node, ctx.consts[node.input[1]].reshape(-1).tolist())
+    target = ctx.shape_value(node.input[1])
+    if target is not None:
+        shape = _target_shape(ctx, node, target.reshape(-1).tolist())
     elif want is not None:
         shape = want
     else:
         raise ctx.fail(node, "the target shape is computed at run time and shape inference "
                        "could not resolve it", hint="fix the input shape with --input-shape")
     _reshape_to(ctx, node, shape)
+
+
+@register("Shape")
+def shape_of(ctx: Ctx, node):
+    """The shape of an activation: a constant, or a probe value when the batch is dynamic."""
+    full = np.array([ctx.probe_batch, *ctx.shape(node.input[0])], dtype=np.int64)
+    rank = len(full)
+    start = int(ctx.attr(node, "start", 0))
+    end = ctx.attr(node, "end", None)
+    start = min(max(start + rank if start < 0 else start, 0), rank)
+    end = rank if end is None else min(max(int(end) + rank if int(end) < 0 else int(end), 0),
+                                       rank)
+    value = full[start:end]
+    if isinstance(ctx.batch, int) and ctx.batch > 0 or start > 0:
+        ctx.consts[node.output[0]] = value
+    else:
+        ctx.probes[node.output[0]] = value
 
 
 @register("Flatten")
