@@ -51,6 +51,7 @@ REWRITE_HINT = {
     "Sigmoid": "replace hidden Sigmoid/Tanh by ReLU (or hard variants) and fine-tune",
     "Tanh": "replace hidden Sigmoid/Tanh by ReLU (or hard variants) and fine-tune",
     "Gelu": "replace GELU by ReLU and fine-tune the ANN before converting",
+    "Erf": "Erf usually comes from GELU: replace GELU by ReLU and fine-tune before converting",
     "Mul": "multiplying two activations is not linear; gate with a constant instead",
     "Softmax": "Softmax/LogSoftmax are accepted as the last op only",
     "LogSoftmax": "Softmax/LogSoftmax are accepted as the last op only",
