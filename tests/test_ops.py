@@ -668,3 +668,10 @@ def test_graph_with_named_output_info():
     m.graph.output[0].CopyFrom(helper.make_tensor_value_info(out, TensorProto.FLOAT, ["N", 2]))
     x, cal = data((4,))
     check_model(m, x, cal, label="output-info")
+
+
+def test_flatten_axis2_with_unit_channel():
+    """Flatten(axis=2) of (N, 1, L) is (N, L): allowed (the merged axis has size 1)."""
+    g = G((1, 12), opset=13)
+    f = g.op("Flatten", [g.input], axis=2)
+    run(g, g.gemm(g.op("Relu", [g.gemm(f, 12, 6)]), 6, 3), label="flatten-axis2")

@@ -117,3 +117,30 @@ def test_sigmoid_at_output_is_a_head_not_a_refusal():
     x = np.random.default_rng(0).uniform(-1, 1, (16, 10)).astype(np.float32)
     snn = snnconv.convert(g.model(out), x)
     assert snn.head == "Sigmoid"
+
+
+def _refusal(g: G, out, match: str, node_op: str):
+    x = np.random.default_rng(0).uniform(-1, 1, (8, *g.in_shape)).astype(np.float32)
+    with pytest.raises(UnsupportedOpError, match=match) as ei:
+        snnconv.convert(g.model(out), x)
+    assert ei.value.op == node_op
+
+
+def test_flatten_axis2_merging_into_batch_refused():
+    """Flatten(axis=2) of (N, C, L) is (N*C, L): it mixes features into the batch axis."""
+    g = G((3, 5), opset=13)
+    f = g.op("Flatten", [g.op("Relu", [g.conv(g.input, 3, 4, (1,))])], axis=2)
+    _refusal(g, f, "batch axis", "Flatten")
+
+
+def test_gemm_bias_per_batch_row_refused():
+    g = G((6,), opset=13, batch=4)
+    out = g.op("Gemm", [g.input, g.weight(6, 3, fan_in=6), g.const(np.zeros((4, 3)))])
+    _refusal(g, out, "batch axis", "Gemm")
+
+
+def test_dropout_training_mode_refused():
+    g = G((6,), opset=13)
+    d = g.op("Dropout", [g.op("Relu", [g.gemm(g.input, 6, 6)]),
+                         g.const(np.array(0.5, np.float32)), g.const(np.array(True))])
+    _refusal(g, g.gemm(d, 6, 2), "training mode", "Dropout")

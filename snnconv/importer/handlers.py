@@ -161,10 +161,14 @@ def gemm(ctx: Ctx, node):
     c = ctx.opt_const(node, 2)
     bias = None
     if c is not None:
-        bias = beta * np.broadcast_to(np.asarray(c, np.float64).reshape(
-            np.asarray(c).shape[-1:] if np.asarray(c).ndim else ()), (w.shape[0],)).copy()
-        if np.asarray(c).ndim == 2 and np.asarray(c).shape[0] != 1:
-            raise ctx.fail(node, "bias C varies along the batch axis")
+        c = np.asarray(c, np.float64)
+        if c.ndim > 2 or (c.ndim == 2 and c.shape[0] != 1):
+            raise ctx.fail(node, f"bias C of shape {c.shape} varies along the batch axis")
+        try:
+            bias = beta * np.broadcast_to(c.reshape(c.shape[-1:]), (w.shape[0],)).copy()
+        except ValueError:
+            raise ctx.fail(node, f"bias C of shape {c.shape} does not broadcast to "
+                           f"{w.shape[0]} outputs") from None
         _require_float_weights(ctx, node, bias)
     _dense(ctx, node, a, w, bias)
 
@@ -428,8 +432,11 @@ def flatten(ctx: Ctx, node):
     axis = axis % (len(s) + 1) if axis < 0 else axis
     if axis == 0:
         raise ctx.fail(node, "Flatten(axis=0) merges the batch axis into the features")
-    _reshape_to(ctx, node, (math.prod(s[: axis - 1]), math.prod(s[axis - 1:]))
-                if axis > 1 else (math.prod(s),))
+    if math.prod(s[: axis - 1]) != 1:  # output dim 0 is N * prod(s[:axis-1])
+        raise ctx.fail(node, f"Flatten(axis={axis}) of a (N, {', '.join(map(str, s))}) tensor "
+                       "merges feature axes into the batch axis",
+                       hint="flatten with axis=1, e.g. torch.flatten(x, 1)")
+    _reshape_to(ctx, node, (math.prod(s),))
 
 
 @register("Squeeze", "Unsqueeze")
@@ -508,11 +515,23 @@ def pad(ctx: Ctx, node):
                     pads_begin=pb, pads_end=pe))
 
 
+def _dropout_active(ctx: Ctx, node) -> bool:
+    """Training-mode Dropout (opset 12+: training_mode input) with a non-zero ratio."""
+    mode = ctx.opt_const(node, 2)
+    if mode is None or not bool(np.asarray(mode).reshape(())):
+        return False
+    ratio = ctx.opt_const(node, 1)
+    return float(np.asarray(0.5 if ratio is None else ratio).reshape(())) != 0.0
+
+
 @register("Identity", "Dropout")
 def identity(ctx: Ctx, node):
     if node.op_type == "Dropout" and len(node.output) > 1 and node.output[1] and \
             ctx.consumers.get(node.output[1]):
         raise ctx.fail(node, "the Dropout mask output is used")
+    if node.op_type == "Dropout" and _dropout_active(ctx, node):
+        raise ctx.fail(node, "Dropout in training mode drops random activations",
+                       hint="export the model in eval mode")
     ctx.set_alias(node.output[0], node.input[0])
 
 
