@@ -333,6 +333,17 @@ def test_averagepool(variant, where):
     run(g, head(g, z, int(np.prod(_shape(g, z)))), label=f"avgpool-{variant}-{where}")
 
 
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+@pytest.mark.parametrize("opset", [13, 22])
+def test_pool_ceil_last_window_in_padding(op, opset):
+    """ceil_mode where the extra window would start in the end padding: runtimes drop it, ONNX
+    shape inference before opset 22 keeps it (the importer must not trust that shape)."""
+    g = G((2, 7, 7), opset=opset)
+    y = g.op("Relu", [g.conv(g.input, 2, 3, 2)])  # 6 x 6
+    p = g.op(op, [y], kernel_shape=[2, 2], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1)
+    run(g, head(g, g.op("GlobalAveragePool", [p]), 3), label="ceil-last-window")
+
+
 @pytest.mark.parametrize("opset", [7, 13])
 def test_global_average_pool(opset):
     g = G((3, 7, 6), opset=opset)
