@@ -686,3 +686,26 @@ def test_flatten_axis2_with_unit_channel():
     g = G((1, 12), opset=13)
     f = g.op("Flatten", [g.input], axis=2)
     run(g, g.gemm(g.op("Relu", [g.gemm(f, 12, 6)]), 6, 3), label="flatten-axis2")
+
+
+@pytest.mark.parametrize("which", ["gemm_gemm", "conv_reshape_gemm"])
+def test_dense_pair_split_instead_of_fused(which, monkeypatch):
+    """With fusion disabled (as for large layers) a dense map after another weighted map carries
+    the signed value by z+ / z- populations instead (spec section 3)."""
+    import snnconv.mapping as mapping
+
+    monkeypatch.setattr(mapping, "FUSE_LIMIT", 0)
+    if which == "gemm_gemm":
+        g = G((10,), opset=13)
+        h = g.gemm(g.gemm(g.op("Relu", [g.gemm(g.input, 10, 8)]), 8, 7), 7, 6)
+        out = g.gemm(g.op("Relu", [h]), 6, 4)
+    else:
+        g = G((3, 6, 6), opset=13)
+        c = g.conv(g.op("Relu", [g.conv(g.input, 3, 4, 3, pads=[1, 1, 1, 1])]), 4, 4, 3)
+        r = g.op("Reshape", [c, g.const(np.array([-1, 64], np.int64))])
+        out = g.gemm(r, 64, 5)
+    x, cal = data(g.in_shape)
+    m = g.model(out)
+    check_model(m, x, cal, label=f"split-{which}")
+    snn = __import__("snnconv").convert(m, cal)
+    assert any(la.name.endswith("-") for la in snn.layers), [la.name for la in snn.layers]
