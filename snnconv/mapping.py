@@ -127,12 +127,12 @@ def _simplify_once(ops: list[Op]) -> list[Op] | None:
             if s is not None:
                 sc = full(b.scale, b.out_shape) * s.reshape((-1,) + (1,) * (len(b.out_shape) - 1))
                 new = [SumPoolOp(a.in_shape, **_pool_kw(b), scale=compress(sc, b.out_shape))]
-        elif a.kind == "pad" and b.kind == "conv":
+        elif a.kind == "pad" and b.kind == "conv" and _grows(a):
             new = [ConvOp(a.in_shape, weight=b.weight, stride=b.stride, dilation=b.dilation,
                           groups=b.groups,
                           pads_begin=tuple(x + y for x, y in zip(a.pads_begin, b.pads_begin)),
                           pads_end=tuple(x + y for x, y in zip(a.pads_end, b.pads_end)))]
-        elif a.kind == "pad" and b.kind == "sumpool":
+        elif a.kind == "pad" and b.kind == "sumpool" and _grows(a):
             kw = _pool_kw(b)
             kw["pads_begin"] = tuple(x + y for x, y in zip(a.pads_begin, b.pads_begin))
             kw["pads_end"] = tuple(x + y for x, y in zip(a.pads_end, b.pads_end))
@@ -155,6 +155,12 @@ def _simplify_once(ops: list[Op]) -> list[Op] | None:
                 (op.kind == "reshape" and tuple(op.shape) == tuple(op.in_shape)):
             return ops[:i] + ops[i + 1:]
     return None
+
+
+def _grows(pad: PadOp) -> bool:
+    """Zero padding composes with a conv's own padding by adding the amounts; a crop (negative
+    amount) does not: it removes inputs the conv would otherwise read."""
+    return min(pad.pads_begin, default=0) >= 0 and min(pad.pads_end, default=0) >= 0
 
 
 def _pool_kw(p: SumPoolOp) -> dict:

@@ -709,3 +709,29 @@ def test_dense_pair_split_instead_of_fused(which, monkeypatch):
     check_model(m, x, cal, label=f"split-{which}")
     snn = __import__("snnconv").convert(m, cal)
     assert any(la.name.endswith("-") for la in snn.layers), [la.name for la in snn.layers]
+
+
+def test_conv3d_and_pool3d():
+    g = G((2, 5, 6, 6), opset=13)
+    w = g.weight(3, 2, 3, 3, 3)
+    c = g.op("Conv", [g.input, w, g.bias(3)], pads=[1, 0, 1, 1, 1, 0], strides=[1, 2, 1])
+    p = g.op("MaxPool", [g.op("Relu", [c])], kernel_shape=[2, 2, 2], strides=[2, 2, 2],
+             ceil_mode=1)
+    run(g, head(g, p, int(np.prod(_shape(g, p)))), label="conv3d")
+
+
+@pytest.mark.parametrize("where", ["on_input", "after_relu"])
+def test_pad_negative_crops(where):
+    """Negative Pad amounts crop (opset 11+)."""
+    g = G((3, 8, 8), opset=13)
+    x = g.input if where == "on_input" else g.op("Relu", [g.conv(g.input, 3, 3, 1)])
+    p = g.op("Pad", [x, g.const(np.array([0, 0, -1, 1, 0, 0, 2, -2], np.int64))])
+    y = g.op("Relu", [g.conv(p, 3, 4, 3, pads=[1, 1, 1, 1])])
+    run(g, head(g, y, int(np.prod(_shape(g, y)))), label="pad-crop")
+
+
+@pytest.mark.parametrize("op", ["Identity", "Dropout"])
+def test_identity_or_dropout_as_last_op(op):
+    g = G((6,), opset=13)
+    out = g.op(op, [g.gemm(g.op("Relu", [g.gemm(g.input, 6, 5)]), 5, 3)])
+    run(g, out, label="identity-last")
