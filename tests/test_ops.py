@@ -735,3 +735,21 @@ def test_identity_or_dropout_as_last_op(op):
     g = G((6,), opset=13)
     out = g.op(op, [g.gemm(g.op("Relu", [g.gemm(g.input, 6, 5)]), 5, 3)])
     run(g, out, label="identity-last")
+
+
+@pytest.mark.parametrize("source", ["concat", "avgpool", "add"])
+def test_maxpool_of_nonnegative_combination(source):
+    """MaxPool (no ReLU after it) of a concat of layer values (each part pooled on its own), of an
+    average pool or of a sum of layer values (non-negative: carried by a neuron layer)."""
+    g = G((3, 8, 8), opset=13)
+    a = g.op("Relu", [g.conv(g.input, 3, 4, 3, pads=[1, 1, 1, 1])])
+    b = g.op("Relu", [g.conv(a, 4, 4 if source == "add" else 3, 3, pads=[1, 1, 1, 1])])
+    if source == "concat":
+        t, c = g.op("Concat", [a, b], axis=1), 7
+    elif source == "avgpool":
+        t, c = g.op("AveragePool", [a], kernel_shape=[2, 2], pads=[0, 0, 1, 1]), 4
+    else:
+        t, c = g.op("Add", [a, b]), 4
+    p = g.op("MaxPool", [t], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    y = g.op("Relu", [g.conv(p, c, 4, 3, pads=[1, 1, 1, 1])])
+    run(g, head(g, y, 64), label=f"maxpool-of-{source}")
