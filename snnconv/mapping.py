@@ -127,12 +127,12 @@ def _simplify_once(ops: list[Op]) -> list[Op] | None:
             if s is not None:
                 sc = full(b.scale, b.out_shape) * s.reshape((-1,) + (1,) * (len(b.out_shape) - 1))
                 new = [SumPoolOp(a.in_shape, **_pool_kw(b), scale=compress(sc, b.out_shape))]
-        elif a.kind == "pad" and b.kind == "conv":
+        elif a.kind == "pad" and b.kind == "conv" and _grows(a):
             new = [ConvOp(a.in_shape, weight=b.weight, stride=b.stride, dilation=b.dilation,
                           groups=b.groups,
                           pads_begin=tuple(x + y for x, y in zip(a.pads_begin, b.pads_begin)),
                           pads_end=tuple(x + y for x, y in zip(a.pads_end, b.pads_end)))]
-        elif a.kind == "pad" and b.kind == "sumpool":
+        elif a.kind == "pad" and b.kind == "sumpool" and _grows(a):
             kw = _pool_kw(b)
             kw["pads_begin"] = tuple(x + y for x, y in zip(a.pads_begin, b.pads_begin))
             kw["pads_end"] = tuple(x + y for x, y in zip(a.pads_end, b.pads_end))
@@ -155,6 +155,12 @@ def _simplify_once(ops: list[Op]) -> list[Op] | None:
                 (op.kind == "reshape" and tuple(op.shape) == tuple(op.in_shape)):
             return ops[:i] + ops[i + 1:]
     return None
+
+
+def _grows(pad: PadOp) -> bool:
+    """Zero padding composes with a conv's own padding by adding the amounts; a crop (negative
+    amount) does not: it removes inputs the conv would otherwise read."""
+    return min(pad.pads_begin, default=0) >= 0 and min(pad.pads_end, default=0) >= 0
 
 
 def _pool_kw(p: SumPoolOp) -> dict:
@@ -430,28 +436,75 @@ class Mapper:
         if e.pending is not None:
             raise self.fail(n, "max-pool of a max-pool of signed values",
                             hint="put the ReLU before the pools")
-        b = per_channel(e.bias, e.shape)
-        if len(e.terms) == 1 and b is not None and all(o.kind == "scale" for o in e.terms[0].ops):
-            t = e.terms[0]
-            s = per_channel(t.ops[0].scale, e.shape) if t.ops else np.ones(e.shape[0])
-            if s is not None:
-                src = self.layers[t.source]
-                pool = self.add(PoolLayer(
-                    n.name or n.output, out_shape, source=src.name, kernel=n.kernel,
-                    stride=n.stride, pads_begin=n.pads_begin, pads_end=n.pads_end,
-                    dilation=n.dilation, minimum=(s < 0)))
-                cs = (-1,) + (1,) * (len(e.shape) - 1)
-                safe = np.where(s != 0, s, np.nan)
-                pool.relation = Relation(n.output, scale=compress((1.0 / safe).reshape(cs),
-                                                                  out_shape),
-                                         shift=compress((-b / safe).reshape(cs), out_shape),
-                                         note="pooled")
-                ops = [] if np.all(s == 1) else [ScaleOp(out_shape, scale=compress(
-                    s.reshape(cs), out_shape))]
-                return Expr(out_shape, [Term(pool.name, ops)], compress(b.reshape(cs),
-                                                                         out_shape))
+        out = self._pool_single(n, e, out_shape)
+        if out is None:
+            out = self._pool_channel_parts(n, e, out_shape)
+        if out is None and self._nonneg(e):
+            # a non-negative value that is no single layer's (e.g. an average or a sum of layers):
+            # a neuron layer whose ReLU never cuts carries it, the pool then acts on its spikes
+            carrier = self.neuron(e, n, None, suffix="/carry", note="input of a max-pool")
+            out = self._pool_single(n, Expr(e.shape, [Term(carrier.name, [])]), out_shape)
+        if out is not None:
+            return out
         return Expr(out_shape, [], np.array(0.0),
                     Pending(n, e, np.zeros(e.shape[0], dtype=bool)))
+
+    @staticmethod
+    def _nonneg(e: Expr) -> bool:
+        """Layer values are >= 0, so non-negative maps and biases keep the value >= 0."""
+        return bool(np.all(e.bias >= 0)) and all(op_nonneg(o) for t in e.terms for o in t.ops)
+
+    def _pool_layer(self, n: ir.Pool, source: str, shape, minimum, name=None) -> PoolLayer:
+        return self.add(PoolLayer(
+            name or n.name or n.output, tuple(shape), source=source, kernel=n.kernel,
+            stride=n.stride, pads_begin=n.pads_begin, pads_end=n.pads_end,
+            dilation=n.dilation, minimum=minimum))
+
+    def _pool_single(self, n: ir.Pool, e: Expr, out_shape) -> Expr | None:
+        """Max-pool of s_c * (one layer's value) + b_c: the earliest (s_c > 0) or latest (s_c < 0)
+        spike of that layer, scaled after the pool."""
+        b = per_channel(e.bias, e.shape)
+        if len(e.terms) != 1 or b is None or not all(o.kind == "scale" for o in e.terms[0].ops):
+            return None
+        t = e.terms[0]
+        s = per_channel(t.ops[0].scale, e.shape) if t.ops else np.ones(e.shape[0])
+        if s is None:
+            return None
+        pool = self._pool_layer(n, self.layers[t.source].name, out_shape, s < 0)
+        cs = (-1,) + (1,) * (len(e.shape) - 1)
+        safe = np.where(s != 0, s, np.nan)
+        pool.relation = Relation(n.output, scale=compress((1.0 / safe).reshape(cs), out_shape),
+                                 shift=compress((-b / safe).reshape(cs), out_shape),
+                                 note="pooled")
+        ops = [] if np.all(s == 1) else [ScaleOp(out_shape, scale=compress(
+            s.reshape(cs), out_shape))]
+        return Expr(out_shape, [Term(pool.name, ops)], compress(b.reshape(cs), out_shape))
+
+    def _pool_channel_parts(self, n: ir.Pool, e: Expr, out_shape) -> Expr | None:
+        """Max-pool of a channel concatenation of layer values: pool each part (pooling is per
+        channel), then place the pooled parts; no neuron and no extra stage."""
+        b = per_channel(e.bias, e.shape)
+        if len(e.terms) < 2 or b is None:
+            return None
+        parts, covered = [], np.zeros(e.shape[0], dtype=int)
+        for t in e.terms:
+            if len(t.ops) != 1 or t.ops[0].kind != "place" or t.ops[0].axis != 0:
+                return None
+            op = t.ops[0]
+            covered[op.offset:op.offset + op.in_shape[0]] += 1
+            parts.append((t.source, op))
+        if np.any(covered > 1):  # overlapping channels are sums: pool(a + b) != pool a + pool b
+            return None
+        terms = []
+        for k, (src, op) in enumerate(parts):
+            shape = (op.in_shape[0], *out_shape[1:])
+            pool = self._pool_layer(n, src, shape, np.zeros(shape[0], dtype=bool),
+                                    name=f"{n.name or n.output}/part{k}")
+            terms.append(Term(pool.name, [PlaceOp(shape, axis=0, offset=op.offset,
+                                                  total=e.shape[0])]))
+        cs = (-1,) + (1,) * (len(e.shape) - 1)
+        # channels no part covers hold the bias alone: the pool of a constant is that constant
+        return Expr(out_shape, terms, compress(b.reshape(cs), out_shape))
 
     def on_add(self, n: ir.Add) -> Expr:
         a, b = (self.exprs[i] for i in n.inputs)

@@ -51,6 +51,7 @@ REWRITE_HINT = {
     "Sigmoid": "replace hidden Sigmoid/Tanh by ReLU (or hard variants) and fine-tune",
     "Tanh": "replace hidden Sigmoid/Tanh by ReLU (or hard variants) and fine-tune",
     "Gelu": "replace GELU by ReLU and fine-tune the ANN before converting",
+    "Erf": "Erf usually comes from GELU: replace GELU by ReLU and fine-tune before converting",
     "Mul": "multiplying two activations is not linear; gate with a constant instead",
     "Softmax": "Softmax/LogSoftmax are accepted as the last op only",
     "LogSoftmax": "Softmax/LogSoftmax are accepted as the last op only",
@@ -160,10 +161,14 @@ def gemm(ctx: Ctx, node):
     c = ctx.opt_const(node, 2)
     bias = None
     if c is not None:
-        bias = beta * np.broadcast_to(np.asarray(c, np.float64).reshape(
-            np.asarray(c).shape[-1:] if np.asarray(c).ndim else ()), (w.shape[0],)).copy()
-        if np.asarray(c).ndim == 2 and np.asarray(c).shape[0] != 1:
-            raise ctx.fail(node, "bias C varies along the batch axis")
+        c = np.asarray(c, np.float64)
+        if c.ndim > 2 or (c.ndim == 2 and c.shape[0] != 1):
+            raise ctx.fail(node, f"bias C of shape {c.shape} varies along the batch axis")
+        try:
+            bias = beta * np.broadcast_to(c.reshape(c.shape[-1:]), (w.shape[0],)).copy()
+        except ValueError:
+            raise ctx.fail(node, f"bias C of shape {c.shape} does not broadcast to "
+                           f"{w.shape[0]} outputs") from None
         _require_float_weights(ctx, node, bias)
     _dense(ctx, node, a, w, bias)
 
@@ -373,7 +378,7 @@ def _reshape_to(ctx: Ctx, node, shape):
 def _target_shape(ctx: Ctx, node, full_target) -> tuple:
     """Resolve a full (batch-first) ONNX target shape into a per-sample one."""
     s = ctx.shape(node.input[0])
-    probe = ctx.batch if isinstance(ctx.batch, int) and ctx.batch > 0 else 7919
+    probe = ctx.probe_batch
     full_in = (probe, *s)
     allowzero = ctx.attr(node, "allowzero", 0)
     t = [full_in[i] if (d == 0 and not allowzero and i < len(full_in)) else int(d)
@@ -392,14 +397,32 @@ def _target_shape(ctx: Ctx, node, full_target) -> tuple:
 @register("Reshape")
 def reshape(ctx: Ctx, node):
     want = ctx.inferred(node.output[0])
-    if node.input[1] in ctx.consts:
-        shape = _target_shape(ctx, node, ctx.consts[node.input[1]].reshape(-1).tolist())
+    target = ctx.shape_value(node.input[1])
+    if target is not None:
+        shape = _target_shape(ctx, node, target.reshape(-1).tolist())
     elif want is not None:
         shape = want
     else:
         raise ctx.fail(node, "the target shape is computed at run time and shape inference "
                        "could not resolve it", hint="fix the input shape with --input-shape")
     _reshape_to(ctx, node, shape)
+
+
+@register("Shape")
+def shape_of(ctx: Ctx, node):
+    """The shape of an activation: a constant, or a probe value when the batch is dynamic."""
+    full = np.array([ctx.probe_batch, *ctx.shape(node.input[0])], dtype=np.int64)
+    rank = len(full)
+    start = int(ctx.attr(node, "start", 0))
+    end = ctx.attr(node, "end", None)
+    start = min(max(start + rank if start < 0 else start, 0), rank)
+    end = rank if end is None else min(max(int(end) + rank if int(end) < 0 else int(end), 0),
+                                       rank)
+    value = full[start:end]
+    if isinstance(ctx.batch, int) and ctx.batch > 0 or start > 0:
+        ctx.consts[node.output[0]] = value
+    else:
+        ctx.probes[node.output[0]] = value
 
 
 @register("Flatten")
@@ -409,8 +432,11 @@ def flatten(ctx: Ctx, node):
     axis = axis % (len(s) + 1) if axis < 0 else axis
     if axis == 0:
         raise ctx.fail(node, "Flatten(axis=0) merges the batch axis into the features")
-    _reshape_to(ctx, node, (math.prod(s[: axis - 1]), math.prod(s[axis - 1:]))
-                if axis > 1 else (math.prod(s),))
+    if math.prod(s[: axis - 1]) != 1:  # output dim 0 is N * prod(s[:axis-1])
+        raise ctx.fail(node, f"Flatten(axis={axis}) of a (N, {', '.join(map(str, s))}) tensor "
+                       "merges feature axes into the batch axis",
+                       hint="flatten with axis=1, e.g. torch.flatten(x, 1)")
+    _reshape_to(ctx, node, (math.prod(s),))
 
 
 @register("Squeeze", "Unsqueeze")
@@ -489,11 +515,23 @@ def pad(ctx: Ctx, node):
                     pads_begin=pb, pads_end=pe))
 
 
+def _dropout_active(ctx: Ctx, node) -> bool:
+    """Training-mode Dropout (opset 12+: training_mode input) with a non-zero ratio."""
+    mode = ctx.opt_const(node, 2)
+    if mode is None or not bool(np.asarray(mode).reshape(())):
+        return False
+    ratio = ctx.opt_const(node, 1)
+    return float(np.asarray(0.5 if ratio is None else ratio).reshape(())) != 0.0
+
+
 @register("Identity", "Dropout")
 def identity(ctx: Ctx, node):
     if node.op_type == "Dropout" and len(node.output) > 1 and node.output[1] and \
             ctx.consumers.get(node.output[1]):
         raise ctx.fail(node, "the Dropout mask output is used")
+    if node.op_type == "Dropout" and _dropout_active(ctx, node):
+        raise ctx.fail(node, "Dropout in training mode drops random activations",
+                       hint="export the model in eval mode")
     ctx.set_alias(node.output[0], node.input[0])
 
 
