@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import modelfile
-from .convert import convert
+from .conversion import convert
 from .errors import UsageError
 from .fileio import check_output
 from .report import summary

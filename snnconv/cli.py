@@ -94,8 +94,11 @@ def _jsonable(o):
 def _parse_shape(text: str | None) -> tuple[int, ...] | None:
     if not text:
         return None
+    import re
+
+    parts = re.split(r"[,x]", text.strip())
     try:
-        shape = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
+        shape = tuple(int(v) for v in parts)
     except ValueError:
         raise UsageError(f"--input-shape '{text}': expected integers like 3,32,32") from None
     if not shape or min(shape) <= 0:
@@ -338,6 +341,10 @@ def _print_verify(rep: dict) -> None:
 
 
 def entry() -> None:  # console script
+    # --debug is accepted anywhere on the line, not only before the command
+    if "--debug" in sys.argv[2:]:
+        sys.argv.remove("--debug")
+        sys.argv.insert(1, "--debug")
     app()
 
 

@@ -296,9 +296,12 @@ def verify(model, onnx=None, data=None, *, n: int | None = None, atol: float | N
         raise UsageError(f"--simulator {simulator}: choose 'closed' or 'event'")
     onnx_path, data_src = _resolve(snn, onnx, data, warnings)
     graph = import_onnx(onnx_path)
-    if tuple(graph.input_shape) != tuple(snn.input.shape):
-        raise DataError(f"{onnx_path}: input shape {graph.input_shape} differs from the SNN's "
-                        f"{snn.input.shape}: not the model this SNN was converted from")
+    for what, a, b in (("input", graph.input_shape, snn.input.shape),
+                       ("output", graph.output_shape, snn.output.shape)):
+        if tuple(a) != tuple(b):
+            raise DataError(f"{onnx_path}: {what} shape {tuple(a)} differs from the SNN's "
+                            f"{tuple(b)}: not the model this SNN was converted from",
+                            hint="pass the ONNX file the SNN was converted from (--onnx)")
     n_classes = int(np.prod(snn.output.shape))
     ds = data_mod.load(data_src, graph.input_shape,
                        n_classes=n_classes if len(snn.output.shape) == 1 else None)
@@ -307,7 +310,17 @@ def verify(model, onnx=None, data=None, *, n: int | None = None, atol: float | N
         raise DataError(f"{ds.name}: no samples to verify")
 
     tau = float(snn.tau_c)
-    rel_layers = [la for la in snn.layers if la.relation is not None]
+    rel_layers = []
+    for la in snn.layers:
+        if la.relation is None:
+            continue
+        shp = graph.shapes.get(la.relation.tensor)
+        if shp is not None and math.prod(shp) != la.size:
+            warnings.append(f"layer {la.name}: ONNX tensor {la.relation.tensor} has shape "
+                            f"{tuple(shp)}, not the layer's {la.shape}: not compared")
+            continue
+        rel_layers.append(la)
+    comparable = {la.name for la in rel_layers}
     tensors = sorted({la.relation.tensor for la in rel_layers} | {graph.output})
     runner = _Runner(onnx_path, tensors)
     ort_avail = [t for t in tensors if t in runner.names]
@@ -365,7 +378,7 @@ def verify(model, onnx=None, data=None, *, n: int | None = None, atol: float | N
                     e_abs, e_rel = _per_sample_rel(dec, windowed[la.name])
                     c.err_abs64 = max(c.err_abs64, float(e_abs.max()))
                     c.err_rel64 = max(c.err_rel64, float(e_rel.max()))
-                if la.relation is None:
+                if la.name not in comparable:
                     continue
                 if la.relation.tensor in kept and not allow_clipping:
                     exp = _expected(la, kept[la.relation.tensor], tau)

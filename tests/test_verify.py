@@ -163,3 +163,26 @@ def test_long_skip_residual_verifies_in_both_simulators(simulator, tmp_path):
     rep = verify(snn, path, tmp_path / "x.npy", simulator=simulator)
     assert rep.ok, rep.failures
     assert rep.mapping_err_max <= 1e-9
+
+
+def test_verify_against_another_architecture(cnn_snn):
+    """Same input and output shapes, other layers: a mismatch (exit 1), never an internal error;
+    layers whose tensors have other shapes are named and skipped."""
+    res = runner.invoke(app, ["verify", str(cnn_snn / "cnn.snn"), "--onnx",
+                              str(SAMPLES / "mlp.onnx"), "--data",
+                              str(SAMPLES / "digits_test.npz"), "-q"])
+    assert res.exit_code == 1, res.output
+    assert "not compared" in res.stderr
+    res = runner.invoke(app, ["verify", str(cnn_snn / "cnn.snn"), "--onnx",
+                              str(cnn_snn / "other.onnx"), "-q"])
+    assert res.exit_code == 2 and "not found" in res.stderr
+
+
+def test_input_shape_parsing():
+    from snnconv.cli import _parse_shape
+    from snnconv.errors import UsageError
+
+    assert _parse_shape("3,32,32") == (3, 32, 32) == _parse_shape("3x32x32")
+    for bad in ("1,x,8", "3,,3", "a", "0,3"):
+        with pytest.raises(UsageError):
+            _parse_shape(bad)
