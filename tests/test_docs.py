@@ -329,3 +329,14 @@ def test_membrane_traces_follow_the_model(digits):
                     silent += 1
                     assert t[-1] == tr["t_max"] and v[-1] < nrn["theta"] + 1e-9
         assert silent > 0
+
+
+def test_site_builds_strict(tmp_path):
+    """`make docs` must build without warnings: the same mkdocs build, into a temp folder."""
+    pytest.importorskip("mkdocs")
+    pytest.importorskip("mkdocstrings_handlers.python")
+    env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
+    res = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir",
+                          str(tmp_path / "site")], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
