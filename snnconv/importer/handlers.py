@@ -674,9 +674,9 @@ def _feeds_only_output(ctx: Ctx, t: str, allowed_after: tuple[str, ...] = ()) ->
 @register("Softmax", "LogSoftmax", "Sigmoid", "Tanh", "Log")
 def head(ctx: Ctx, node):
     """Argmax-preserving output ops: stripped; verify compares the tensor before them."""
-    after = ("Log",) if node.op_type == "Softmax" else ()
+    after = ("Log", "ArgMax") if node.op_type == "Softmax" else ("ArgMax",)
     if node.op_type == "Log":
-        if ctx.head != "Softmax" or node.output[0] != ctx.graph_output:
+        if ctx.head != "Softmax" or not _feeds_only_output(ctx, node.output[0], ("ArgMax",)):
             raise unsupported(ctx, node)
     elif not _feeds_only_output(ctx, node.output[0], after):
         raise unsupported(ctx, node)
@@ -990,4 +990,5 @@ def argmax(ctx: Ctx, node):
                        "it only over the class axis of (N, classes)",
                        hint="flatten the logits to (N, classes) before the ArgMax")
     ctx.head = node.op_type if ctx.head is None else f"{ctx.head}+{node.op_type}"
+    ctx.untrusted.add(node.output[0])  # indices, not the logits' shape
     ctx.set_alias(node.output[0], node.input[0])
