@@ -546,7 +546,10 @@ class Mapper:
         lo, hi = n.lo, n.hi
         if lo is None and hi is None:
             return self.exprs[n.inputs[0]]
-        if lo is None:  # min(z, hi) = hi - relu(hi - z)
+        if lo is None:  # min(z, hi) = hi - relu(hi - z), or a cap on the layer carrying z
+            short = self._bound_of_layer(n.inputs[0], n, np.array(hi), mx=False)
+            if short is not None:
+                return short
             return self.activation(n.inputs[0], n, sign=-1, shift=hi, out_scale=-1.0,
                                    out_bias=hi)
         cap = None if hi is None else hi - lo
@@ -700,6 +703,30 @@ class Mapper:
         """LeakyRelu / PRelu(x) = relu(x) - a relu(-x) (spec section 3)."""
         return self._split_pieces(n, -np.asarray(n.slope, np.float64))
 
+    def _bound_of_layer(self, name: str, n: ir.Node, c: np.ndarray, mx: bool) -> Expr | None:
+        """max/min of s * L + b and a constant, L >= 0 a neuron layer made for this tensor only:
+        no new layer. It is s * L + b itself when the constant is on L's silent side
+        (Max(Relu(x), 0)), else a cap on L (Relu then Min(., 6), ReLU6 as Min/Max pairs)."""
+        e = self.exprs[name]
+        if e.pending is not None or len(e.terms) != 1 or np.ndim(c) or np.ndim(e.bias):
+            return None
+        t = e.terms[0]
+        layer = self.layers[t.source]
+        if t.ops and (len(t.ops) > 1 or t.ops[0].kind != "scale" or np.ndim(t.ops[0].scale)):
+            return None
+        s = float(t.ops[0].scale) if t.ops else 1.0
+        if not isinstance(layer, NeuronLayer) or s == 0:
+            return None
+        k = (float(c) - float(e.bias)) / s  # the constant in units of L
+        if k <= 0 and mx == (s > 0):  # max with L's floor, or min with the ceiling of -L
+            return Expr(e.shape, list(e.terms), e.bias)
+        sole = [m for m in self.g.nodes if name in m.inputs] == [n]
+        if k <= 0 or not sole or layer.relation is None or layer.relation.tensor != name:
+            return None
+        layer.cap = k if layer.cap is None else min(layer.cap, k)
+        layer.saturating = True
+        return Expr(e.shape, list(e.terms), e.bias)
+
     def on_abs(self, n: ir.Abs) -> Expr:
         """|x| = relu(x) + relu(-x)."""
         return self._split_pieces(n, 1.0)
@@ -719,6 +746,9 @@ class Mapper:
         if n.const is None:
             return self.exprs[cur]
         c = compress(n.const, self.exprs[cur].shape)
+        short = self._bound_of_layer(cur, n, c, mx) if len(n.inputs) == 1 else None
+        if short is not None:
+            return short
         if mx:
             return self.activation(cur, n, shift=-c, out_bias=c)
         return self.activation(cur, n, sign=-1, shift=c, out_scale=-1.0, out_bias=c)

@@ -261,6 +261,44 @@ def test_max_min_of_tensors(op, n_inputs):
     run(g, head(g, z, 256), label=f"{op.lower()}-{n_inputs}")
 
 
+BOUNDS = {
+    "min_of_max": lambda g, c: g.op("Min", [g.op("Max", [c, g.const(f32(0))]), g.const(f32(.4))]),
+    "max_of_min": lambda g, c: g.op("Max", [g.op("Min", [c, g.const(f32(.4))]), g.const(f32(0))]),
+    "relu_then_min": lambda g, c: g.op("Min", [g.op("Relu", [c]), g.const(f32(0.3))]),
+    "relu_then_clip_max": lambda g, c: g.op("Clip", [g.op("Relu", [c]), "", g.const(f32(0.3))]),
+    "relu_then_max_neg": lambda g, c: g.op("Max", [g.op("Relu", [c]), g.const(f32(-0.1))]),
+}
+
+
+@pytest.mark.parametrize("form", list(BOUNDS))
+def test_relu6_spellings_are_one_saturating_layer(form):
+    """ReLU6 written as Min/Max pairs (either order) or Relu then Min/Clip: the bound becomes the
+    cap of the one layer carrying the value (no second layer, no extra stage); a Max with a
+    constant below a ReLU's floor is the identity."""
+    g = G((3, 8, 8), opset=13)
+    y = BOUNDS[form](g, g.conv(g.input, 3, 4, 3, pads=[1, 1, 1, 1]))
+    out = head(g, conv_relu(g, y, 4, 4), 256)
+    run(g, out, label=f"bounds-{form}")
+    snn = snnconv.convert(g.model(out), data(g.in_shape)[1])
+    layers = snn.neuron_layers()
+    assert len(layers) == 2, [la.name for la in layers]
+    want = {"min_of_max": 0.4, "max_of_min": 0.4, "relu_then_min": 0.3,
+            "relu_then_clip_max": 0.3}.get(form)
+    assert (layers[0].cap is None) if want is None else abs(layers[0].cap - want) < 1e-7
+    assert layers[0].saturating == (want is not None)
+
+
+def test_bound_of_a_layer_used_elsewhere_is_not_a_cap():
+    """Relu(x) feeds Min(., c) and a skip: the ReLU layer keeps its range, the min is a layer."""
+    g = G((3, 8, 8), opset=13)
+    r = g.op("Relu", [g.conv(g.input, 3, 4, 3, pads=[1, 1, 1, 1])])
+    y = g.op("Add", [g.op("Min", [r, g.const(f32(0.2))]), r])
+    out = head(g, conv_relu(g, y, 4, 4), 256)
+    run(g, out, label="bounds-shared")
+    snn = snnconv.convert(g.model(out), data(g.in_shape)[1])
+    assert len(snn.neuron_layers()) == 3 and snn.neuron_layers()[0].cap is None
+
+
 def test_activation_on_dense_features_pieces_layers():
     """LeakyReLU on feature vectors: two neuron layers, z+ and z-, from the same expression."""
     g = G((10,), opset=13)
