@@ -281,7 +281,7 @@ def _linear_on_axis(ctx: Ctx, node, x: str, w: np.ndarray, axis: int, out: str) 
 def _matmul_weight(ctx: Ctx, node, t: str, rank: int) -> np.ndarray:
     """The constant operand as a matrix; leading broadcast axes must have size 1."""
     w = ctx.const(node, t, "the weight").astype(np.float64)
-    if w.ndim == rank + 1 and w.shape[0] != 1:
+    if w.ndim > 2 and w.ndim == rank + 1 and w.shape[0] != 1:  # its first axis meets the batch
         raise ctx.fail(node, f"constant operand of shape {w.shape} varies along the batch axis")
     if w.ndim > rank + 1 or any(d != 1 for d in w.shape[:-2]):
         raise ctx.fail(node, f"constant operand of shape {w.shape} is a batch of different "
