@@ -130,7 +130,13 @@ def abs_forward(graph: ir.Graph, x: torch.Tensor) -> tuple[torch.Tensor, float]:
     for n in graph.nodes:
         xs = [env[i] for i in n.inputs]
         fan = 1
-        if isinstance(n, ir.Conv):
+        if isinstance(n, ir.ConvTranspose):
+            w = torch.as_tensor(np.abs(n.weight), dtype=x.dtype)
+            b = None if n.bias is None else torch.as_tensor(np.abs(n.bias), dtype=x.dtype)
+            y = kernels.conv_transpose(xs[0], w, b, n.stride, n.pads_begin, n.pads_end,
+                                       n.dilation, n.group, n.output_padding)
+            fan = int(np.prod(n.weight.shape[:1])) // n.group * int(np.prod(n.weight.shape[2:]))
+        elif isinstance(n, ir.Conv):
             w = torch.as_tensor(np.abs(n.weight), dtype=x.dtype)
             b = None if n.bias is None else torch.as_tensor(np.abs(n.bias), dtype=x.dtype)
             y = kernels.conv(xs[0], w, b, n.stride, n.pads_begin, n.pads_end, n.dilation,
@@ -144,14 +150,20 @@ def abs_forward(graph: ir.Graph, x: torch.Tensor) -> tuple[torch.Tensor, float]:
         elif isinstance(n, ir.Affine):
             y = xs[0] * torch.as_tensor(np.abs(n.scale), dtype=x.dtype) + \
                 torch.as_tensor(np.abs(n.shift), dtype=x.dtype)
-        elif isinstance(n, ir.Relu):
+        elif isinstance(n, (ir.Relu, ir.Abs)):
             y = xs[0]
+        elif isinstance(n, ir.PRelu):
+            y = xs[0] * max(1.0, float(np.abs(n.slope).max()))
+        elif isinstance(n, ir.Extremum):
+            y = torch.stack(xs).amax(0)
+            if n.const is not None:
+                y = torch.maximum(y, torch.as_tensor(np.abs(n.const), dtype=x.dtype))
         elif isinstance(n, ir.Clip):
             y = xs[0] + abs(n.lo or 0.0)
         elif isinstance(n, ir.Pool):
             y = n.forward(xs[0])
             fan = int(np.prod(n.kernel))
-        else:  # Add, Concat, Reshape, Pad
+        else:  # Add, Concat, Reshape, Pad, Transpose, Select
             y = n.forward(*xs)
         env[n.output] = y
         gamma += fan + 4
@@ -196,13 +208,15 @@ def _log(record: dict) -> None:
 
 
 def check_model(model, x: np.ndarray, calib: np.ndarray | None = None, *, label: str = "",
-                head: str | None = None, convert_kw: dict | None = None) -> dict:
+                head: str | None = None, convert_kw: dict | None = None,
+                events: bool = False) -> dict:
     """Convert ``model`` (ModelProto or path) calibrated on ``calib`` (default: x plus noise-free
-    copies) and check it on ``x``. Returns the observed errors."""
+    copies) and check it on ``x``. Returns the observed errors. ``events``: the event-driven
+    simulator must agree with the closed form to 1e-9 (relative, float64) as well."""
     x = np.asarray(x, np.float32)
     calib = x if calib is None else np.concatenate([np.asarray(calib, np.float32), x])
     snn = snnconv.convert(model, calib, **(convert_kw or {}))
-    graph = import_onnx(model)
+    graph = import_onnx(model, input_shape=(convert_kw or {}).get("input_shape"))
     xt = torch.as_tensor(x, dtype=torch.float64)
     ref, _ = graph.forward(xt)
     res = snn.simulate(xt, dtype=torch.float64)
@@ -220,8 +234,8 @@ def check_model(model, x: np.ndarray, calib: np.ndarray | None = None, *, label:
     if graph.head is not None:  # compare before the argmax-preserving head
         ort_model = _with_output(model, graph.output)
         final = run_ort(model, x, graph.batch).reshape(n, -1)
-        assert (final.argmax(1) == run_ort(ort_model, x, graph.batch).reshape(n, -1)
-                .argmax(1)).all()
+        pred = final.reshape(n) if graph.head.endswith("ArgMax") else final.argmax(1)
+        assert (pred == run_ort(ort_model, x, graph.batch).reshape(n, -1).argmax(1)).all()
     ort_out = run_ort(ort_model, x, graph.batch).astype(np.float64).reshape(n, -1)
     assert ort_out.shape == tuple(o2.shape), (ort_out.shape, o2.shape)
     a, gamma = abs_forward(graph, xt)
@@ -241,6 +255,13 @@ def check_model(model, x: np.ndarray, calib: np.ndarray | None = None, *, label:
         assert graph.head == head, (graph.head, head)
     rec = {"label": label, "err64": err64, "err32": err32, "bound_ratio": worst,
            "near_ties": int(((top_s != top_o) & tie).sum()), "n": n}
+    if events:
+        from snnconv.event import simulate_events
+
+        ev = simulate_events(snn, xt, dtype=torch.float64).logits.reshape(n, -1)
+        err_ev = ((ev - o2).abs().amax(1) / o2.abs().amax(1).clamp_min(1e-300)).max().item()
+        assert err_ev <= TOL64, f"event-driven vs closed-form simulator: {err_ev:.3g} > {TOL64}"
+        rec["err_event"] = err_ev
     _log(rec)
     return rec
 

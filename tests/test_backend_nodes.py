@@ -46,7 +46,10 @@ PREFIX = "onnx/backend/test/data/node/"
 SUPPORTED = {"Conv", "Relu", "Clip", "BatchNormalization", "MaxPool", "AveragePool",
              "GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceMax", "Gemm", "MatMul",
              "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Concat", "Pad", "Add", "Sub", "Mul",
-             "Div", "Identity", "Dropout", "Softmax", "LogSoftmax"}
+             "Div", "Identity", "Dropout", "Softmax", "LogSoftmax",
+             # op coverage for real-world exports
+             "ConvTranspose", "LeakyRelu", "PRelu", "Abs", "Max", "Min", "Neg", "HardSigmoid",
+             "Sum", "Transpose", "Slice", "Split", "Gather", "Resize", "Upsample"}
 #: Tests whose expected output the onnx test suite writes by hand with this many decimals (from
 #: inputs that were rounded too): one unit of the last decimal is allowed on top of the bound.
 ROUNDED_EXPECTED = {"test_averagepool_2d_ceil_last_window_starts_on_pad": 4}
@@ -69,6 +72,12 @@ SKIP_REASONS = [
      r"graph is the identity|does not depend on the input|empty clip range"),
     ("BatchNormalization or Dropout in training mode",
      r"training mode|running-statistics outputs"),
+    ("Resize with an interpolating mode (linear, cubic): not a copy of spikes",
+     r"interpolates between neighbours"),
+    ("products of two activations (an expanded non-linear function)",
+     r"of two activations is not piecewise linear"),
+    ("MatMul with a batch of different constant matrices", r"batch of different matrices"),
+    ("an empty output tensor", r"selects nothing"),
 ]
 
 
@@ -216,6 +225,9 @@ FAMILIES = {
     "shape": ("Flatten", "Reshape", "Squeeze", "Unsqueeze", "Concat", "Pad", "Identity",
               "Dropout"),
     "head": ("Softmax", "LogSoftmax"),
+    "convtranspose": ("ConvTranspose",),
+    "activation": ("LeakyRelu", "PRelu", "Abs", "Max", "Min", "Neg", "HardSigmoid", "Sum"),
+    "wiring": ("Transpose", "Slice", "Split", "Gather", "Resize", "Upsample"),
 }
 
 

@@ -53,9 +53,8 @@ class Ctx:
 
     def const(self, node, t: str, what: str = "this input") -> np.ndarray:
         if t not in self.consts:
-            raise UnsupportedOpError(f"{what} ('{t}') must be a constant, but it depends on the "
-                                     "network input", file=self.file, node=node.name,
-                                     op=node.op_type)
+            raise self.fail(node, f"{what} ('{t}') must be a constant, but it depends on the "
+                            "network input")
         return self.consts[t]
 
     def opt_const(self, node, idx: int) -> np.ndarray | None:
@@ -103,6 +102,10 @@ class Ctx:
         self.alias[out] = self.name(src)
 
     def fail(self, node, msg: str, hint: str | None = None, cls=UnsupportedOpError):
+        if hint is None and issubclass(cls, UnsupportedOpError):  # every refusal names a rewrite
+            from .handlers import GENERIC_HINT, REWRITE_HINT
+
+            hint = REWRITE_HINT.get(node.op_type, GENERIC_HINT)
         return cls(msg, file=self.file, node=node.name or "(unnamed)", op=node.op_type,
                    hint=hint)
 
