@@ -38,7 +38,7 @@ def _gamma(n: int) -> float:
 
 
 def _absnode(node: ir.Node) -> ir.Node:
-    if isinstance(node, (ir.Conv, ir.Dense)):
+    if isinstance(node, (ir.Conv, ir.Dense, ir.ConvTranspose)):
         return dataclasses.replace(node, weight=np.abs(node.weight),
                                    bias=None if node.bias is None else np.abs(node.bias))
     if isinstance(node, ir.Affine):
@@ -62,8 +62,10 @@ def float32_bound(graph: ir.Graph, x: torch.Tensor) -> torch.Tensor:
         es = [E[i] for i in node.inputs]
         y = node.forward(*xs)
         an = _absnode(node)
-        if isinstance(node, (ir.Conv, ir.Dense)):
+        if isinstance(node, (ir.Conv, ir.Dense, ir.ConvTranspose)):
             n = int(np.prod(node.weight.shape[1:]))
+            if isinstance(node, ir.ConvTranspose):  # (Cin, Cout/group, *kernel)
+                n = node.weight.shape[0] // node.group * int(np.prod(node.weight.shape[2:]))
             e = dataclasses.replace(an, bias=None).forward(es[0]) + \
                 _gamma(n + 2) * an.forward(xs[0].abs())
         elif isinstance(node, ir.Affine):
@@ -74,6 +76,15 @@ def float32_bound(graph: ir.Graph, x: torch.Tensor) -> torch.Tensor:
                 node.forward(xs[0].abs())
         elif isinstance(node, ir.Add):
             e = es[0] + es[1] + EPS32 * y.abs()
+        elif isinstance(node, ir.PRelu):  # Lipschitz max(1, |slope|), one rounded product
+            lip = torch.clamp(torch.as_tensor(np.abs(node.slope), dtype=es[0].dtype), min=1.0)
+            e = lip * es[0] + EPS32 * y.abs()
+        elif isinstance(node, ir.Abs):
+            e = es[0]
+        elif isinstance(node, ir.Extremum):  # max and min are 1-Lipschitz in every argument
+            e = es[0]
+            for other in es[1:]:
+                e = torch.maximum(e, other)
         elif isinstance(node, ir.Relu):
             # an input below -E stays cut off in both computations: no error passes
             e = torch.where(xs[0] > -es[0], es[0], torch.zeros_like(es[0]))

@@ -186,3 +186,33 @@ def test_input_shape_parsing():
     for bad in ("1,x,8", "3,,3", "a", "0,3"):
         with pytest.raises(UsageError):
             _parse_shape(bad)
+
+
+def test_float32_bound_is_tight_enough_to_mean_something(tmp_path):
+    """The onnxruntime tolerance is a forward error bound, not a guess; on a ConvTranspose /
+    LeakyReLU / max network it stays far below the output's size (so it can catch bugs)."""
+    import torch
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(1, 4, 3, padding=1)
+            self.t = nn.ConvTranspose2d(4, 3, 3, stride=2, padding=1, output_padding=1)
+            self.fc = nn.Linear(3 * 16 * 16, 5)
+
+        def forward(self, x):
+            h = nn.functional.leaky_relu(self.c(x), 0.2)
+            h = torch.maximum(self.t(h), torch.tensor(0.1))
+            return self.fc(h.flatten(1))
+
+    torch.manual_seed(0)
+    path = tmp_path / "t.onnx"
+    torch.onnx.export(Net().eval(), (torch.zeros(1, 1, 8, 8),), str(path), dynamo=False,
+                      input_names=["x"], dynamic_axes={"x": {0: "n"}})
+    x = np.random.default_rng(0).random((64, 1, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    rep = verify(snnconv.convert(path, tmp_path / "x.npy"), path, tmp_path / "x.npy")
+    assert rep.ok, rep.failures
+    assert rep.ort_bound_rel_max < 1e-2
+    assert rep.ort_err_max < rep.ort_bound_rel_max
