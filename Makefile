@@ -21,13 +21,20 @@ demo: install
 	@mkdir -p build/demo
 	$(BIN)/snnconv convert sample_models/cnn.onnx --calib sample_models/digits_train.npz -o build/demo/cnn.snn
 	$(BIN)/snnconv inspect build/demo/cnn.snn
+	$(BIN)/snnconv verify build/demo/cnn.snn --data sample_models/digits_test.npz --junit build/demo/verify.xml
 
 test: install
-	$(BIN)/ruff check snnconv tests benchmarks sample_models
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -n 2 --durations=10
 
+# The site (build/site) is built offline: no web fonts, no external assets; warnings are errors.
+docs: install
+	$(BIN)/python -c "import mkdocs, material, mkdocstrings_handlers.python" 2>/dev/null || \
+		$(BIN)/python -m pip install -q -e ".[docs]"
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir build/site
+
 lint: install
-	$(BIN)/ruff check snnconv tests benchmarks sample_models
+	$(BIN)/ruff check .
 
 clean:
 	rm -rf build .pytest_cache

@@ -22,7 +22,10 @@ EXIT_HELP = ("Exit codes: 0 ok, 1 verification mismatch, 2 bad input or usage, "
 
 app = typer.Typer(add_completion=True, no_args_is_help=True, rich_markup_mode="rich",
                   help="Exact conversion of ReLU networks (ONNX) to time-to-first-spike spiking "
-                  "networks, verification, and hardware-aware fine-tuning.\n\n" + EXIT_HELP,
+                  "networks, verification, and hardware-aware fine-tuning.\n\n" + EXIT_HELP +
+                  "\n\nEvery command takes --json (machine-readable output on stdout) and "
+                  "--quiet. Colours are off when the output is not a terminal or NO_COLOR is "
+                  "set. Help on one command: snnconv COMMAND --help.",
                   context_settings={"help_option_names": ["-h", "--help"]})
 
 # Not a terminal (logs, CI): no colours, and wide enough that tables do not truncate.
@@ -91,8 +94,11 @@ def _jsonable(o):
 def _parse_shape(text: str | None) -> tuple[int, ...] | None:
     if not text:
         return None
+    import re
+
+    parts = re.split(r"[,x]", text.strip())
     try:
-        shape = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
+        shape = tuple(int(v) for v in parts)
     except ValueError:
         raise UsageError(f"--input-shape '{text}': expected integers like 3,32,32") from None
     if not shape or min(shape) <= 0:
@@ -106,9 +112,9 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No tables, no pro
 
 @app.command()
 def convert(
-    model: Annotated[Path, typer.Argument(help="ONNX model file.")],
+    model: Annotated[Path, typer.Argument(help="ONNX model file.", metavar="MODEL.onnx")],
     output: Annotated[Optional[Path], typer.Option(
-        "-o", "--output", help="Output .snn file [default: MODEL with suffix .snn].")] = None,
+        "-o", "--output", help="Output .snn file \\[default: MODEL with suffix .snn].")] = None,
     calib: Annotated[Optional[Path], typer.Option(
         "--calib", help="Calibration data (.npz with x[, y], or .npy): windows from the data.")]
     = None,
@@ -128,7 +134,18 @@ def convert(
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ):
-    """Convert an ONNX ReLU network to an exactly equivalent TTFS SNN (.snn)."""
+    """Convert an ONNX ReLU network to an exactly equivalent TTFS SNN (.snn).
+
+    Windows come from calibration data (--calib), or without data from
+    interval bounds over the input range (exact for every input in range).
+    Prints the layers, their windows and thresholds, and the latency.
+
+    Examples:
+
+        snnconv convert model.onnx --calib train.npz -o model.snn
+        snnconv convert model.onnx --input-range -1 1
+        snnconv convert model.onnx --calib train.npz --percentile 99.9
+    """
     from .api import convert_file
 
     res = run(convert_file, model, output, calib=calib, input_range=input_range, margin=margin,
@@ -172,10 +189,20 @@ def _fmt_range(rng) -> str:
 
 @app.command()
 def inspect(
-    model: Annotated[Path, typer.Argument(help="A .snn file.")],
+    model: Annotated[Path, typer.Argument(help="A .snn file.", metavar="MODEL.snn")],
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ):
-    """Print layers, neuron counts, windows, threshold ranges and latency of a model file."""
+    """Print layers, neuron counts, windows, threshold ranges and latency of a model file.
+
+    The model file is checked (format, version, checksum) on the way.
+    With --quiet only the summary line is printed.
+
+    Examples:
+
+        snnconv inspect model.snn
+        snnconv inspect model.snn --json
+    """
     from .api import inspect_file
 
     s = run(inspect_file, model)
@@ -184,9 +211,133 @@ def inspect(
         return
     from .report import layer_table
 
-    out.print(layer_table(s["layers"], title=str(model)))
+    if not quiet:
+        out.print(layer_table(s["layers"], title=str(model)))
     out.print(f"latency {s['latency']:.6g}  neurons {s['neurons']:,}  synapses "
               f"{s['synapses']:,}  source {(s.get('source') or {}).get('name', '?')}")
+
+
+@app.command()
+def verify(
+    model: Annotated[Path, typer.Argument(help="A .snn file.", metavar="MODEL.snn")],
+    onnx: Annotated[Optional[Path], typer.Option(
+        "--onnx", help="Original ONNX model \\[default: the one recorded at conversion].")] = None,
+    data: Annotated[Optional[Path], typer.Option(
+        "--data", help="Inputs (.npz with x[, y], or .npy) \\[default: the calibration data].")]
+    = None,
+    n: Annotated[Optional[int], typer.Option("--n", help="Use the first N samples.")] = None,
+    atol: Annotated[Optional[float], typer.Option(
+        help="Absolute tolerance vs onnxruntime \\[default: a float32 forward error bound].")]
+    = None,
+    rtol: Annotated[Optional[float], typer.Option(
+        help="Relative tolerance vs onnxruntime (x max|output| per sample).")] = None,
+    rtol64: Annotated[float, typer.Option(
+        "--rtol64", help="Tolerance of the float64 mapping error (relative per sample).")] = 1e-9,
+    allow_clipping: Annotated[bool, typer.Option(
+        "--allow-clipping", help="Compare with the windowed network (each ReLU clipped at its "
+        "window); report the deviation from the original separately.")] = False,
+    simulator: Annotated[str, typer.Option(help="closed (closed form) or event (event-driven).")]
+    = "closed",
+    batch_size: Annotated[int, typer.Option(
+        "--batch-size", help="Samples per batch (bounds the memory used).")] = 128,
+    reference_n: Annotated[int, typer.Option(
+        "--reference-n", help="Samples for the float64 onnx.reference run (0: skip).")] = 16,
+    noise: Annotated[Optional[str], typer.Option(
+        "--noise", help="Spike-time jitter std (units of tau_c), or a list 0.01,0.05,0.1.")]
+    = None,
+    report_json: Annotated[Optional[Path], typer.Option(
+        "--report-json", help="Write the report as JSON to this file.")] = None,
+    junit: Annotated[Optional[Path], typer.Option("--junit", help="JUnit XML report.")] = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="PNG figure.")] = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+):
+    """Check that the SNN reproduces the ONNX model on data. Exit 1 on mismatch.
+
+    Compares layer by layer with a float64 evaluation of the network (the
+    mapping), with onnxruntime (float32, within a float32 error bound) and
+    with onnx.reference (float64); reports clipping, top-1 agreement,
+    accuracy and spikes per neuron.
+
+    Examples:
+
+        snnconv verify model.snn
+        snnconv verify model.snn --onnx model.onnx --data test.npz
+        snnconv verify model.snn --data test.npz --junit verify.xml
+    """
+    from .api import verify_file
+
+    sigmas = run(_parse_floats, noise, "--noise") if noise else None
+    rep = run(verify_file, model, onnx=onnx, data=data, n=n, atol=atol, rtol=rtol,
+              rtol64=rtol64, allow_clipping=allow_clipping, simulator=simulator,
+              batch_size=batch_size, reference_n=reference_n, noise=sigmas,
+              report_json=report_json, junit=junit, plot=plot,
+              progress=not quiet and not as_json)
+    for w in rep["warnings"]:
+        err.print(f"[bold yellow]warning:[/] {w}", soft_wrap=True)
+    if as_json:
+        emit_json(rep)
+    elif not quiet:
+        _print_verify(rep)
+    if not rep["ok"]:
+        raise typer.Exit(1)
+
+
+def _parse_floats(text: str, opt: str) -> list[float]:
+    try:
+        vals = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"{opt} '{text}': expected numbers like 0.01,0.05") from None
+    if not vals or min(vals) < 0:
+        raise UsageError(f"{opt} '{text}': values must be >= 0")
+    return vals
+
+
+def _print_verify(rep: dict) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"verify {rep['model']} against {rep['onnx']}", title_justify="left")
+    for col in ("layer", "kind", "ONNX tensor", "err abs (f64)", "err rel (f64)",
+                "err rel (ORT)", "clipped", "spikes/neuron"):
+        t.add_column(col, justify="left" if col in ("layer", "kind", "ONNX tensor") else "right")
+    for c in rep["layers"]:
+        ort_rel = c["err_rel_ort"]
+        t.add_row(c["name"], c["kind"], c["onnx_tensor"] or "", f"{c['err_abs64']:.2e}",
+                  f"{c['err_rel64']:.2e}", "" if ort_rel is None else f"{ort_rel:.2e}",
+                  str(c["clipped"]), f"{c['spikes_per_neuron']:.3f}"
+                  if c["kind"] not in ("readout",) else "")
+    out.print(t)
+    tol = rep["tolerances"]
+    out.print(f"samples            {rep['samples']} from {rep['data']} (simulator: "
+              f"{rep['simulator']})")
+    out.print(f"mapping (float64)  max rel err {rep['mapping_err_max']:.3g}  (tolerance "
+              f"{tol['mapping_rtol64']:g})")
+    out.print(f"onnxruntime (f32)  max rel err {rep['ort_err_max']:.3g}  = "
+              f"{rep['ort_bound_ratio_max']:.3g} x the float32 error bound "
+              f"(bound <= {rep['ort_bound_rel_max']:.3g} relative)")
+    if rep["reference64_err_max"] is not None:
+        out.print(f"onnx.reference f64 max rel err {rep['reference64_err_max']:.3g} on "
+                  f"{rep['reference64_samples']} samples")
+    out.print(f"top-1 agreement    {rep['top1_agreement']:.2%}  ({rep['disagreements']} "
+              f"disagreements, {rep['near_ties']} near-ties)")
+    if rep["accuracy_ann"] is not None:
+        out.print(f"accuracy           ANN {rep['accuracy_ann']:.2%}   SNN "
+                  f"{rep['accuracy_snn']:.2%}")
+    out.print(f"spikes/neuron      {rep['spikes_per_neuron']:.3f}   synaptic events/sample "
+              f"{rep['synops_per_sample']:,.0f} vs ANN MACs {rep['macs_per_sample']:,.0f}")
+    out.print(f"latency            {rep['latency']:.6g}")
+    if rep["allow_clipping"] and rep["windowed_deviation_max"] is not None:
+        out.print(f"windowed network deviates from the original by up to "
+                  f"{rep['windowed_deviation_max']:.3g} (relative)")
+    for r in rep["noise"]:
+        acc = "" if r["accuracy"] is None else f", accuracy {r['accuracy']:.2%}"
+        out.print(f"noise sigma {r['sigma']:g}: agreement {r['top1_agreement']:.2%}{acc}")
+    if rep["ok"]:
+        out.print("[bold green]EQUIVALENT[/] within tolerance")
+    else:
+        out.print(f"[bold red]MISMATCH[/] (first at {rep['first_mismatch']}):")
+        for f in rep["failures"]:
+            out.print(f"  - {f}")
 
 
 # --- integer models: fine-tune, run, export test vectors ------------------------------------------
@@ -298,6 +449,10 @@ def export_vectors(
 
 
 def entry() -> None:  # console script
+    # --debug is accepted anywhere on the line, not only before the command
+    if "--debug" in sys.argv[2:]:
+        sys.argv.remove("--debug")
+        sys.argv.insert(1, "--debug")
     app()
 
 

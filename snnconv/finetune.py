@@ -494,6 +494,7 @@ def finetune(snn: SNN, data=None, *, val=None, test=None, config=None, target=No
     target = target if target is not None else extra.get("target")
     data = data if data is not None else extra.get("data")
     val = val if val is not None else extra.get("val")
+    quant.check_supported(snn)
     prof = quant.load_profile(target)
     cfg.quant_config().check(prof)
     if device != "cpu":

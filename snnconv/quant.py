@@ -95,6 +95,24 @@ def load_profile(path=None) -> Profile:
     return Profile(**d).check()
 
 
+#: Synapse ops the integer model holds. Transposed convolutions, transposes and gathers
+#: (``select``) would also need per-channel equalisation through a permutation: refused for now.
+INTEGER_OPS = ("conv", "dense", "sumpool", "scale", "reshape", "place", "pad")
+
+
+def check_supported(snn: SNN) -> None:
+    """Refuse, before any work, a network whose synapses the integer model cannot hold."""
+    for la in snn.layers:
+        for g in getattr(la, "groups", []):
+            bad = [o.kind for o in g.ops if o.kind not in INTEGER_OPS]
+            if bad:
+                raise UsageError(
+                    f"layer {la.name} (input from {g.source}) uses {bad[0]} synapses, which the "
+                    "integer model of finetune does not support yet",
+                    hint="supported synapse ops: " + ", ".join(INTEGER_OPS) + "; the float "
+                    ".snn model still converts, verifies and simulates")
+
+
 def fit_report(net: QNet, prof: Profile) -> dict:
     """Check an integer model against a profile; each row says ok or what exceeds."""
     rows = []
