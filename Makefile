@@ -22,6 +22,9 @@ demo: install
 	$(BIN)/snnconv convert sample_models/cnn.onnx --calib sample_models/digits_train.npz -o build/demo/cnn.snn
 	$(BIN)/snnconv inspect build/demo/cnn.snn
 	$(BIN)/snnconv verify build/demo/cnn.snn --data sample_models/digits_test.npz --junit build/demo/verify.xml
+	$(BIN)/snnconv finetune build/demo/cnn.snn --quantize 4 --time-bits 4 --epochs 5 --target hardware/generic.yaml -o build/demo/cnn.snnq
+	$(BIN)/snnconv run build/demo/cnn.snnq --data sample_models/digits_test.npz
+	$(BIN)/snnconv verify build/demo/cnn.snnq --data sample_models/digits_test.npz
 
 test: install
 	$(BIN)/ruff check .

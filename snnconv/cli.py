@@ -219,7 +219,9 @@ def inspect(
 
 @app.command()
 def verify(
-    model: Annotated[Path, typer.Argument(help="A .snn file.", metavar="MODEL.snn")],
+    model: Annotated[Path, typer.Argument(
+        help="A .snn file, or a .snnq file (its integer models are checked against each other).",
+        metavar="MODEL")],
     onnx: Annotated[Optional[Path], typer.Option(
         "--onnx", help="Original ONNX model \\[default: the one recorded at conversion].")] = None,
     data: Annotated[Optional[Path], typer.Option(
@@ -257,13 +259,16 @@ def verify(
     Compares layer by layer with a float64 evaluation of the network (the
     mapping), with onnxruntime (float32, within a float32 error bound) and
     with onnx.reference (float64); reports clipping, top-1 agreement,
-    accuracy and spikes per neuron.
+    accuracy and spikes per neuron. Given a .snnq (from finetune), runs the
+    integer golden model and the tick-by-tick register-level simulator on
+    every sample: logits and every layer's spike ticks must agree bit for bit.
 
     Examples:
 
         snnconv verify model.snn
         snnconv verify model.snn --onnx model.onnx --data test.npz
         snnconv verify model.snn --data test.npz --junit verify.xml
+        snnconv verify model.snnq --data test.npz
     """
     from .api import verify_file
 
@@ -278,7 +283,7 @@ def verify(
     if as_json:
         emit_json(rep)
     elif not quiet:
-        _print_verify(rep)
+        (_print_verify_integer if rep.get("kind") == "integer" else _print_verify)(rep)
     if not rep["ok"]:
         raise typer.Exit(1)
 
@@ -291,6 +296,19 @@ def _parse_floats(text: str, opt: str) -> list[float]:
     if not vals or min(vals) < 0:
         raise UsageError(f"{opt} '{text}': values must be >= 0")
     return vals
+
+
+def _print_verify_integer(rep: dict) -> None:
+    out.print(f"samples            {rep['samples']} from {rep['data']}")
+    out.print(f"golden vs register-level: {rep['logit_mismatches']} samples with differing "
+              f"logits; layers with differing spike ticks: "
+              f"{', '.join(rep['layer_mismatches']) or 'none'}")
+    if "accuracy" in rep:
+        out.print(f"accuracy           {rep['accuracy']:.2%}")
+    out.print(f"register overflow  {rep['overflow_total']} events   latency "
+              f"{rep['latency_ticks']} ticks")
+    out.print("[bold green]BIT-EXACT[/] integer models agree" if rep["ok"] else
+              "[bold red]MISMATCH[/] between the integer models")
 
 
 def _print_verify(rep: dict) -> None:
@@ -347,12 +365,12 @@ def finetune(
     model: Annotated[Path, typer.Argument(help="A .snn file (from convert).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Output .snnq file.")],
     data: Annotated[Optional[Path], typer.Option(
-        "--data", help="Training data (.npz with x, y) [default: the calibration data recorded "
+        "--data", help="Training data (.npz with x, y) \\[default: the calibration data recorded "
         "in MODEL].")] = None,
     val: Annotated[Optional[Path], typer.Option(
-        "--val", help="Validation data for the best epoch [default: 10% held out].")] = None,
+        "--val", help="Validation data for the best epoch \\[default: 10% held out].")] = None,
     quantize: Annotated[Optional[int], typer.Option(
-        "--quantize", help="Weight bits, 1 (sign weights) to 8 [default 4].")] = None,
+        "--quantize", help="Weight bits, 1 (sign weights) to 8 \\[default 4].")] = None,
     time_bits: Annotated[Optional[int], typer.Option(
         "--time-bits", help="At most 2^B ticks per layer window.")] = None,
     noise: Annotated[Optional[float], typer.Option(
@@ -365,16 +383,16 @@ def finetune(
         "--first-last-bits", help="Weight bits of the first and last layer.")] = None,
     target: Annotated[Optional[Path], typer.Option(
         "--target", help="Hardware profile (YAML), e.g. hardware/generic.yaml.")] = None,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Epochs [default 10].")]
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Epochs \\[default 10].")]
     = None,
     lr: Annotated[Optional[float], typer.Option(
-        "--lr", help="Adam step in weight levels [default 0.01].")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="[default 64]")]
+        "--lr", help="Adam step in weight levels \\[default 0.01].")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="\\[default 64]")]
     = None,
     config: Annotated[Optional[Path], typer.Option(
         "--config", help="YAML file with these options (the command line overrides it).")]
     = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed [default 0].")]
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed \\[default 0].")]
     = None,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue from OUTPUT.ckpt after an interruption.")] = False,
@@ -382,7 +400,19 @@ def finetune(
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ):
-    """Fine-tune a converted SNN for integer hardware and write the .snnq file."""
+    """Fine-tune a converted SNN for integer hardware and write the .snnq file.
+
+    Quantises weights (equalising channel ranges first), chooses ticks per layer
+    within --time-bits and --latency, trains the equivalent ReLU network with
+    fake-quantised weights and tick-floored activations, and writes the integer
+    model with its report. See docs/finetune.md.
+
+    Examples:
+
+        snnconv finetune model.snn --quantize 4 --time-bits 4 -o model.snnq
+        snnconv finetune model.snn --data train.npz --quantize 1 --noise 0.5 -o bin.snnq
+        snnconv finetune model.snn --config ft.yaml --target hardware/generic.yaml -o m.snnq
+    """
     from .finetune import finetune_file
 
     talk = not quiet and not as_json
@@ -412,13 +442,22 @@ def run_cmd(
     noise: Annotated[float, typer.Option(
         "--noise", help="Spike-time jitter (ticks) to test robustness.")] = 0.0,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ):
-    """Predictions of the integer golden model, from the .snnq file alone."""
+    """Predictions of the integer golden model, from the .snnq file alone.
+
+    Examples:
+
+        snnconv run model.snnq --data test.npz
+        snnconv run model.snnq --data test.npz --out pred.npz --noise 1
+    """
     from .intmodel import run_file
 
     res = run(run_file, model, data, pred, noise=noise)
     if as_json:
         emit_json(res)
+        return
+    if quiet:
         return
     acc = f"accuracy {res['accuracy']:.4f}  " if "accuracy" in res else ""
     out.print(f"{res['samples']} samples  {acc}spikes/neuron {res['spikes_per_neuron']:.3f}  "
@@ -435,13 +474,24 @@ def export_vectors(
     n: Annotated[int, typer.Option("--n", help="Number of samples (corner cases first).")]
     = 16,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ):
-    """Stimulus and expected spike ticks of every layer, as $readmemh hex and CSV."""
+    """Stimulus and expected spike ticks of every layer, as $readmemh hex and CSV.
+
+    Corner cases (most saturated and near-threshold neurons) come first, then
+    ordinary samples; manifest.json describes every file.
+
+    Examples:
+
+        snnconv export-vectors model.snnq --data test.npz --n 32 -o vectors/
+    """
     from .vectors import export_vectors as export
 
     res = run(export, model, data, n, output)
     if as_json:
         emit_json(res)
+        return
+    if quiet:
         return
     why = ", ".join(f"{v} {k}" for k, v in res["reasons"].items())
     out.print(f"wrote {res['files']} files for {res['samples']} samples ({why}) to "

@@ -703,7 +703,8 @@ def run_file(path, data, out=None, batch_size: int = 512, noise: float = 0.0,
     return res
 
 
-def verify_integer(path, data, batch_size: int = 256, limit: int | None = None) -> dict:
+def verify_integer(path, data, batch_size: int = 256, limit: int | None = None,
+                   progress: bool = False) -> dict:
     """Golden model vs register-level simulator on every sample: logits and every layer's spike
     ticks must agree bit for bit; overflow counts are reported. ``ok`` is the verdict."""
     from . import data as data_mod
@@ -716,18 +717,22 @@ def verify_integer(path, data, batch_size: int = 256, limit: int | None = None) 
     logit_diff = 0
     overflow: dict[str, int] = {}
     correct = 0
-    for i, xb in _batches(ds.x[:n], batch_size):
-        g = golden(net, xb, record=names)
-        r = regsim(net, xb, record=names)
-        logit_diff += int((g.logits != r.logits).any(1).sum())
-        for k in names:
-            d = int((g.ticks[k] != r.ticks[k]).reshape(len(xb), -1).any(1).sum())
-            if d:
-                diff_layers[k] = diff_layers.get(k, 0) + d
-        for k, v in r.overflow.items():
-            overflow[k] = overflow.get(k, 0) + v + g.overflow.get(k, 0)
-        if ds.y is not None:
-            correct += int((g.logits.argmax(1).numpy() == ds.y[i:i + len(xb)]).sum())
+    from .progress import bar
+
+    with bar("verifying (integer)", n, progress) as adv:
+        for i, xb in _batches(ds.x[:n], batch_size):
+            g = golden(net, xb, record=names)
+            r = regsim(net, xb, record=names)
+            logit_diff += int((g.logits != r.logits).any(1).sum())
+            for k in names:
+                d = int((g.ticks[k] != r.ticks[k]).reshape(len(xb), -1).any(1).sum())
+                if d:
+                    diff_layers[k] = diff_layers.get(k, 0) + d
+            for k, v in r.overflow.items():
+                overflow[k] = overflow.get(k, 0) + v + g.overflow.get(k, 0)
+            if ds.y is not None:
+                correct += int((g.logits.argmax(1).numpy() == ds.y[i:i + len(xb)]).sum())
+            adv(len(xb))
     ok = logit_diff == 0 and not diff_layers
     res = {"model": str(path), "samples": n, "ok": ok, "logit_mismatches": logit_diff,
            "layer_mismatches": diff_layers, "overflow": overflow,

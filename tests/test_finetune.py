@@ -167,6 +167,16 @@ def test_cli_finetune_run_export_vectors(tmp_path):
                          str(tmp_path / "p.npz"), "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["accuracy"] > 0.85
+    # verify takes the .snnq: golden vs register-level, bit for bit, JUnit for CI
+    res = r.invoke(app, ["verify", str(out), "--data", str(SAMPLES / "digits_test.npz"),
+                         "--junit", str(tmp_path / "v.xml"), "--json"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.output)
+    assert rep["ok"] and rep["kind"] == "integer" and rep["samples"] == 360
+    assert 'failures="0"' in (tmp_path / "v.xml").read_text()
+    res = r.invoke(app, ["verify", str(out), "--data", str(SAMPLES / "digits_test.npz"), "--n",
+                         "40"])
+    assert res.exit_code == 0 and "BIT-EXACT" in res.output, res.output
     vec = tmp_path / "vec"
     res = r.invoke(app, ["export-vectors", str(out), "--data", str(SAMPLES / "digits_test.npz"),
                          "--n", "12", "-o", str(vec)])
@@ -188,3 +198,14 @@ def test_cli_finetune_run_export_vectors(tmp_path):
     assert res.exit_code == 2
     res = r.invoke(app, ["run", str(snn_path), "--data", str(SAMPLES / "digits_test.npz")])
     assert res.exit_code == 2 and "float SNN" in res.output
+
+
+def test_refuses_synapses_the_integer_model_lacks():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU(),
+                              torch.nn.ConvTranspose2d(2, 2, 3), torch.nn.ReLU(),
+                              torch.nn.Flatten(), torch.nn.Linear(128, 10)).eval()
+    x = np.random.default_rng(0).random((64, 1, 8, 8)).astype(np.float32)
+    snn = snnconv.convert(net, x, example_input=torch.as_tensor(x[:1]))
+    with pytest.raises(UsageError, match="convtranspose synapses"):
+        ft.finetune(snn, (x, np.zeros(64, np.int64)), epochs=1)
