@@ -22,10 +22,19 @@ demo: install
 	$(BIN)/snnconv convert sample_models/cnn.onnx --calib sample_models/digits_train.npz -o build/demo/cnn.snn
 	$(BIN)/snnconv inspect build/demo/cnn.snn
 	$(BIN)/snnconv verify build/demo/cnn.snn --data sample_models/digits_test.npz --junit build/demo/verify.xml
+	$(BIN)/snnconv finetune build/demo/cnn.snn --quantize 4 --time-bits 4 --epochs 5 --target hardware/generic.yaml -o build/demo/cnn.snnq
+	$(BIN)/snnconv run build/demo/cnn.snnq --data sample_models/digits_test.npz
+	$(BIN)/snnconv verify build/demo/cnn.snnq --data sample_models/digits_test.npz
 
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -n 2 --durations=10
+
+# The site (build/site) is built offline: no web fonts, no external assets; warnings are errors.
+docs: install
+	$(BIN)/python -c "import mkdocs, material, mkdocstrings_handlers.python" 2>/dev/null || \
+		$(BIN)/python -m pip install -q -e ".[docs]"
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir build/site
 
 # Benchmarks (benchmarks/README.md): prints the table, writes build/bench.json; about 10 minutes.
 bench: install

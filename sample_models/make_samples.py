@@ -13,6 +13,7 @@ Run:  python sample_models/make_samples.py   (writes next to this file)
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -194,6 +195,49 @@ def export_dynamo(model: nn.Module, path: Path) -> None:
         dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
         verbose=False,
     )
+    strip_provenance(path)
+
+
+#: An absolute file path inside a string (stack traces, source locations).
+ABS_PATH = re.compile(r"(?<![\w.])/(?:[^/\s\"']+/)+[^/\s\"']*")
+
+
+def _scrub(container) -> None:
+    """Drop metadata entries that are stack traces or name absolute paths; clear such docs."""
+    keep = [(p.key, p.value) for p in container.metadata_props
+            if not p.key.endswith("stack_trace") and not ABS_PATH.search(p.value)]
+    del container.metadata_props[:]
+    for k, v in keep:
+        container.metadata_props.add(key=k, value=v)
+    if hasattr(container, "doc_string") and ABS_PATH.search(container.doc_string):
+        container.doc_string = ""
+
+
+def strip_provenance(path: Path) -> None:
+    """The torch.export-based exporter records each node's Python stack trace, with absolute
+    paths of this machine, in node metadata: remove them so the file does not leak the build
+    machine's layout and is reproducible across checkouts."""
+    model = onnx.load(str(path), load_external_data=False)  # external data stays as it is
+    graphs = [model.graph]
+    while graphs:
+        g = graphs.pop()
+        _scrub(g)
+        for part in (g.node, g.value_info, g.input, g.output, g.initializer):
+            for item in part:
+                _scrub(item)
+        for node in g.node:
+            for a in node.attribute:
+                graphs.extend([a.g] if a.HasField("g") else [])
+                graphs.extend(a.graphs)
+    _scrub(model)
+    for f in model.functions:
+        _scrub(f)
+        for node in f.node:
+            _scrub(node)
+    onnx.save(model, str(path))
+    text = path.read_bytes()
+    for leak in (str(HERE), str(Path(torch.__file__).parent), 'File "'):
+        assert leak.encode() not in text, f"{path.name} still contains {leak!r}"
 
 
 def check_external_data(path: Path) -> list[str]:

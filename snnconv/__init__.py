@@ -1,9 +1,24 @@
-"""snnconv: exact conversion of ReLU networks (ONNX) to time-to-first-spike spiking networks."""
+"""snnconv: exact conversion of ReLU networks (ONNX) to time-to-first-spike spiking networks.
+
+``snnconv.convert`` and ``snnconv.load`` are imported on first use, so ``snnconv --version`` and
+shell completion do not pay for importing torch. Simulators: ``snn.simulate(x)`` (closed form),
+``snnconv.event.simulate_events``; verification: ``snnconv.verify.verify``.
+"""
 
 __version__ = "0.1.0"
 
-from .convert import convert  # noqa: E402
-from .modelfile import load  # noqa: E402
-from .simulate import simulate  # noqa: E402
+_LAZY = {"convert": ("conversion", "convert"), "load": ("modelfile", "load")}
 
-__all__ = ["__version__", "convert", "load", "simulate"]
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        mod, attr = _LAZY[name]
+        value = getattr(importlib.import_module(f".{mod}", __name__), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'snnconv' has no attribute {name!r}")
+
+
+__all__ = ["__version__", "convert", "load"]

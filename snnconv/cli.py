@@ -22,7 +22,10 @@ EXIT_HELP = ("Exit codes: 0 ok, 1 verification mismatch, 2 bad input or usage, "
 
 app = typer.Typer(add_completion=True, no_args_is_help=True, rich_markup_mode="rich",
                   help="Exact conversion of ReLU networks (ONNX) to time-to-first-spike spiking "
-                  "networks, verification, and hardware-aware fine-tuning.\n\n" + EXIT_HELP,
+                  "networks, verification, and hardware-aware fine-tuning.\n\n" + EXIT_HELP +
+                  "\n\nEvery command takes --json (machine-readable output on stdout) and "
+                  "--quiet. Colours are off when the output is not a terminal or NO_COLOR is "
+                  "set. Help on one command: snnconv COMMAND --help.",
                   context_settings={"help_option_names": ["-h", "--help"]})
 
 # Not a terminal (logs, CI): no colours, and wide enough that tables do not truncate.
@@ -91,8 +94,11 @@ def _jsonable(o):
 def _parse_shape(text: str | None) -> tuple[int, ...] | None:
     if not text:
         return None
+    import re
+
+    parts = re.split(r"[,x]", text.strip())
     try:
-        shape = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
+        shape = tuple(int(v) for v in parts)
     except ValueError:
         raise UsageError(f"--input-shape '{text}': expected integers like 3,32,32") from None
     if not shape or min(shape) <= 0:
@@ -106,9 +112,9 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No tables, no pro
 
 @app.command()
 def convert(
-    model: Annotated[Path, typer.Argument(help="ONNX model file.")],
+    model: Annotated[Path, typer.Argument(help="ONNX model file.", metavar="MODEL.onnx")],
     output: Annotated[Optional[Path], typer.Option(
-        "-o", "--output", help="Output .snn file [default: MODEL with suffix .snn].")] = None,
+        "-o", "--output", help="Output .snn file \\[default: MODEL with suffix .snn].")] = None,
     calib: Annotated[Optional[Path], typer.Option(
         "--calib", help="Calibration data (.npz with x[, y], or .npy): windows from the data.")]
     = None,
@@ -128,7 +134,18 @@ def convert(
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ):
-    """Convert an ONNX ReLU network to an exactly equivalent TTFS SNN (.snn)."""
+    """Convert an ONNX ReLU network to an exactly equivalent TTFS SNN (.snn).
+
+    Windows come from calibration data (--calib), or without data from
+    interval bounds over the input range (exact for every input in range).
+    Prints the layers, their windows and thresholds, and the latency.
+
+    Examples:
+
+        snnconv convert model.onnx --calib train.npz -o model.snn
+        snnconv convert model.onnx --input-range -1 1
+        snnconv convert model.onnx --calib train.npz --percentile 99.9
+    """
     from .api import convert_file
 
     res = run(convert_file, model, output, calib=calib, input_range=input_range, margin=margin,
@@ -172,10 +189,20 @@ def _fmt_range(rng) -> str:
 
 @app.command()
 def inspect(
-    model: Annotated[Path, typer.Argument(help="A .snn file.")],
+    model: Annotated[Path, typer.Argument(help="A .snn file.", metavar="MODEL.snn")],
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ):
-    """Print layers, neuron counts, windows, threshold ranges and latency of a model file."""
+    """Print layers, neuron counts, windows, threshold ranges and latency of a model file.
+
+    The model file is checked (format, version, checksum) on the way.
+    With --quiet only the summary line is printed.
+
+    Examples:
+
+        snnconv inspect model.snn
+        snnconv inspect model.snn --json
+    """
     from .api import inspect_file
 
     s = run(inspect_file, model)
@@ -184,22 +211,25 @@ def inspect(
         return
     from .report import layer_table
 
-    out.print(layer_table(s["layers"], title=str(model)))
+    if not quiet:
+        out.print(layer_table(s["layers"], title=str(model)))
     out.print(f"latency {s['latency']:.6g}  neurons {s['neurons']:,}  synapses "
               f"{s['synapses']:,}  source {(s.get('source') or {}).get('name', '?')}")
 
 
 @app.command()
 def verify(
-    model: Annotated[Path, typer.Argument(help="A .snn file.")],
+    model: Annotated[Path, typer.Argument(
+        help="A .snn file, or a .snnq file (its integer models are checked against each other).",
+        metavar="MODEL")],
     onnx: Annotated[Optional[Path], typer.Option(
-        "--onnx", help="Original ONNX model [default: the one recorded at conversion].")] = None,
+        "--onnx", help="Original ONNX model \\[default: the one recorded at conversion].")] = None,
     data: Annotated[Optional[Path], typer.Option(
-        "--data", help="Inputs (.npz with x[, y], or .npy) [default: the calibration data].")]
+        "--data", help="Inputs (.npz with x[, y], or .npy) \\[default: the calibration data].")]
     = None,
     n: Annotated[Optional[int], typer.Option("--n", help="Use the first N samples.")] = None,
     atol: Annotated[Optional[float], typer.Option(
-        help="Absolute tolerance vs onnxruntime [default: a float32 forward error bound].")]
+        help="Absolute tolerance vs onnxruntime \\[default: a float32 forward error bound].")]
     = None,
     rtol: Annotated[Optional[float], typer.Option(
         help="Relative tolerance vs onnxruntime (x max|output| per sample).")] = None,
@@ -210,19 +240,36 @@ def verify(
         "window); report the deviation from the original separately.")] = False,
     simulator: Annotated[str, typer.Option(help="closed (closed form) or event (event-driven).")]
     = "closed",
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 128,
+    batch_size: Annotated[int, typer.Option(
+        "--batch-size", help="Samples per batch (bounds the memory used).")] = 128,
     reference_n: Annotated[int, typer.Option(
         "--reference-n", help="Samples for the float64 onnx.reference run (0: skip).")] = 16,
     noise: Annotated[Optional[str], typer.Option(
         "--noise", help="Spike-time jitter std (units of tau_c), or a list 0.01,0.05,0.1.")]
     = None,
-    report_json: Annotated[Optional[Path], typer.Option("--report-json")] = None,
+    report_json: Annotated[Optional[Path], typer.Option(
+        "--report-json", help="Write the report as JSON to this file.")] = None,
     junit: Annotated[Optional[Path], typer.Option("--junit", help="JUnit XML report.")] = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="PNG figure.")] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ):
-    """Check that the SNN reproduces the ONNX model on data. Exit 1 on mismatch."""
+    """Check that the SNN reproduces the ONNX model on data. Exit 1 on mismatch.
+
+    Compares layer by layer with a float64 evaluation of the network (the
+    mapping), with onnxruntime (float32, within a float32 error bound) and
+    with onnx.reference (float64); reports clipping, top-1 agreement,
+    accuracy and spikes per neuron. Given a .snnq (from finetune), runs the
+    integer golden model and the tick-by-tick register-level simulator on
+    every sample: logits and every layer's spike ticks must agree bit for bit.
+
+    Examples:
+
+        snnconv verify model.snn
+        snnconv verify model.snn --onnx model.onnx --data test.npz
+        snnconv verify model.snn --data test.npz --junit verify.xml
+        snnconv verify model.snnq --data test.npz
+    """
     from .api import verify_file
 
     sigmas = run(_parse_floats, noise, "--noise") if noise else None
@@ -236,7 +283,7 @@ def verify(
     if as_json:
         emit_json(rep)
     elif not quiet:
-        _print_verify(rep)
+        (_print_verify_integer if rep.get("kind") == "integer" else _print_verify)(rep)
     if not rep["ok"]:
         raise typer.Exit(1)
 
@@ -249,6 +296,19 @@ def _parse_floats(text: str, opt: str) -> list[float]:
     if not vals or min(vals) < 0:
         raise UsageError(f"{opt} '{text}': values must be >= 0")
     return vals
+
+
+def _print_verify_integer(rep: dict) -> None:
+    out.print(f"samples            {rep['samples']} from {rep['data']}")
+    out.print(f"golden vs register-level: {rep['logit_mismatches']} samples with differing "
+              f"logits; layers with differing spike ticks: "
+              f"{', '.join(rep['layer_mismatches']) or 'none'}")
+    if "accuracy" in rep:
+        out.print(f"accuracy           {rep['accuracy']:.2%}")
+    out.print(f"register overflow  {rep['overflow_total']} events   latency "
+              f"{rep['latency_ticks']} ticks")
+    out.print("[bold green]BIT-EXACT[/] integer models agree" if rep["ok"] else
+              "[bold red]MISMATCH[/] between the integer models")
 
 
 def _print_verify(rep: dict) -> None:
@@ -298,7 +358,151 @@ def _print_verify(rep: dict) -> None:
             out.print(f"  - {f}")
 
 
+# --- integer models: fine-tune, run, export test vectors ------------------------------------------
+
+@app.command()
+def finetune(
+    model: Annotated[Path, typer.Argument(help="A .snn file (from convert).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output .snnq file.")],
+    data: Annotated[Optional[Path], typer.Option(
+        "--data", help="Training data (.npz with x, y) \\[default: the calibration data recorded "
+        "in MODEL].")] = None,
+    val: Annotated[Optional[Path], typer.Option(
+        "--val", help="Validation data for the best epoch \\[default: 10% held out].")] = None,
+    quantize: Annotated[Optional[int], typer.Option(
+        "--quantize", help="Weight bits, 1 (sign weights) to 8 \\[default 4].")] = None,
+    time_bits: Annotated[Optional[int], typer.Option(
+        "--time-bits", help="At most 2^B ticks per layer window.")] = None,
+    noise: Annotated[Optional[float], typer.Option(
+        "--noise", help="Gaussian spike-time jitter (ticks) during training.")] = None,
+    latency: Annotated[Optional[int], typer.Option(
+        "--latency", help="Total tick budget over all layers.")] = None,
+    sparsity: Annotated[Optional[float], typer.Option(
+        "--sparsity", help="L1 activity penalty (fewer spikes).")] = None,
+    first_last_bits: Annotated[Optional[int], typer.Option(
+        "--first-last-bits", help="Weight bits of the first and last layer.")] = None,
+    target: Annotated[Optional[Path], typer.Option(
+        "--target", help="Hardware profile (YAML), e.g. hardware/generic.yaml.")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Epochs \\[default 10].")]
+    = None,
+    lr: Annotated[Optional[float], typer.Option(
+        "--lr", help="Adam step in weight levels \\[default 0.01].")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="\\[default 64]")]
+    = None,
+    config: Annotated[Optional[Path], typer.Option(
+        "--config", help="YAML file with these options (the command line overrides it).")]
+    = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed \\[default 0].")]
+    = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue from OUTPUT.ckpt after an interruption.")] = False,
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+):
+    """Fine-tune a converted SNN for integer hardware and write the .snnq file.
+
+    Quantises weights (equalising channel ranges first), chooses ticks per layer
+    within --time-bits and --latency, trains the equivalent ReLU network with
+    fake-quantised weights and tick-floored activations, and writes the integer
+    model with its report. See docs/finetune.md.
+
+    Examples:
+
+        snnconv finetune model.snn --quantize 4 --time-bits 4 -o model.snnq
+        snnconv finetune model.snn --data train.npz --quantize 1 --noise 0.5 -o bin.snnq
+        snnconv finetune model.snn --config ft.yaml --target hardware/generic.yaml -o m.snnq
+    """
+    from .finetune import finetune_file
+
+    talk = not quiet and not as_json
+    rep = run(finetune_file, model, output, data, val=val, quantize=quantize,
+              time_bits=time_bits, noise=noise, latency=latency, sparsity=sparsity,
+              first_last_bits=first_last_bits, target=target, epochs=epochs, lr=lr,
+              batch_size=batch_size, config=config, seed=seed, resume=resume, device=device,
+              progress=talk, log=(lambda m: err.print(m, soft_wrap=True)) if talk else None)
+    if as_json:
+        emit_json(rep)
+        return
+    if quiet:
+        return
+    from .finetune import report_tables
+
+    for t in report_tables(rep):
+        out.print(t)
+    out.print(f"wrote {rep['output']}")
+
+
+@app.command("run")
+def run_cmd(
+    model: Annotated[Path, typer.Argument(help="A .snnq file.")],
+    data: Annotated[Path, typer.Option("--data", help="Data (.npz with x[, y], or .npy).")],
+    pred: Annotated[Optional[Path], typer.Option(
+        "--out", help="Write predictions and integer logits to this .npz.")] = None,
+    noise: Annotated[float, typer.Option(
+        "--noise", help="Spike-time jitter (ticks) to test robustness.")] = 0.0,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+):
+    """Predictions of the integer golden model, from the .snnq file alone.
+
+    Examples:
+
+        snnconv run model.snnq --data test.npz
+        snnconv run model.snnq --data test.npz --out pred.npz --noise 1
+    """
+    from .intmodel import run_file
+
+    res = run(run_file, model, data, pred, noise=noise)
+    if as_json:
+        emit_json(res)
+        return
+    if quiet:
+        return
+    acc = f"accuracy {res['accuracy']:.4f}  " if "accuracy" in res else ""
+    out.print(f"{res['samples']} samples  {acc}spikes/neuron {res['spikes_per_neuron']:.3f}  "
+              f"latency {res['latency_ticks']} ticks  overflow {res['overflow']}")
+    if "output" in res:
+        out.print(f"wrote {res['output']}")
+
+
+@app.command("export-vectors")
+def export_vectors(
+    model: Annotated[Path, typer.Argument(help="A .snnq file.")],
+    data: Annotated[Path, typer.Option("--data", help="Data to draw samples from.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output folder.")],
+    n: Annotated[int, typer.Option("--n", help="Number of samples (corner cases first).")]
+    = 16,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+):
+    """Stimulus and expected spike ticks of every layer, as $readmemh hex and CSV.
+
+    Corner cases (most saturated and near-threshold neurons) come first, then
+    ordinary samples; manifest.json describes every file.
+
+    Examples:
+
+        snnconv export-vectors model.snnq --data test.npz --n 32 -o vectors/
+    """
+    from .vectors import export_vectors as export
+
+    res = run(export, model, data, n, output)
+    if as_json:
+        emit_json(res)
+        return
+    if quiet:
+        return
+    why = ", ".join(f"{v} {k}" for k, v in res["reasons"].items())
+    out.print(f"wrote {res['files']} files for {res['samples']} samples ({why}) to "
+              f"{res['output']}")
+
+
 def entry() -> None:  # console script
+    # --debug is accepted anywhere on the line, not only before the command
+    if "--debug" in sys.argv[2:]:
+        sys.argv.remove("--debug")
+        sys.argv.insert(1, "--debug")
     app()
 
 

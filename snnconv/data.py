@@ -1,6 +1,7 @@
 """Data files: ``.npz`` with ``x`` (model input layout) and optional ``y``, or ``.npy`` of x.
 
-Never unpickles. ``.npy`` files are memory-mapped, so batches stream from disk.
+Never unpickles. Batches stream from disk: ``.npy`` files are memory-mapped, and large ``.npz``
+members (which cannot be memory-mapped) are read in chunks straight from the zip stream.
 """
 
 from __future__ import annotations
@@ -16,6 +17,66 @@ from .errors import DataError
 from .fileio import sha256_file
 
 
+#: .npz members above this size are streamed in chunks instead of loaded whole.
+STREAM_ABOVE = 256 << 20
+
+
+class NpzArray:
+    """An .npz member read chunk by chunk; sequential slices cost one pass over the stream."""
+
+    def __init__(self, path: Path, member: str):
+        self.path, self.member = path, member
+        self._z = self._f = None
+        self._pos = 0
+        with zipfile.ZipFile(path) as z, z.open(member) as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read(f)
+            self.header_len = f.tell()
+        if dtype.hasobject:
+            raise DataError(f"{path}: '{member}' holds Python objects (pickled); snnconv never "
+                            "unpickles")
+        if fortran and len(shape) > 1:
+            raise DataError(f"{path}: '{member}' is stored in Fortran order; save it C-ordered")
+        self.shape, self.dtype, self.ndim = tuple(shape), dtype, len(shape)
+        self.row = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _seek(self, i: int) -> None:
+        if self._f is None or i < self._pos:
+            self.close()
+            self._z = zipfile.ZipFile(self.path)
+            self._f = self._z.open(self.member)
+            self._f.read(self.header_len)
+            self._pos = 0
+        if i > self._pos:
+            self._f.read((i - self._pos) * self.row)
+            self._pos = i
+
+    def __getitem__(self, sl):
+        if isinstance(sl, (int, np.integer)):
+            return self[int(sl):int(sl) + 1][0]
+        start, stop, step = sl.indices(len(self))
+        if step != 1:
+            raise IndexError("only contiguous slices are supported")
+        self._seek(start)
+        n = max(0, stop - start)
+        buf = self._f.read(n * self.row)
+        if len(buf) != n * self.row:
+            raise DataError(f"{self.path}: '{self.member}' is truncated")
+        self._pos = stop
+        return np.frombuffer(buf, dtype=self.dtype).reshape((n, *self.shape[1:]))
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._z.close()
+        self._f = self._z = None
+
+
 @dataclass
 class Dataset:
     x: np.ndarray  # possibly memory-mapped
@@ -27,11 +88,16 @@ class Dataset:
         return len(self.x)
 
     def batches(self, batch_size: int, limit: int | None = None):
+        """(x, y) batches as float64 / int arrays; NaN or Inf is an error naming the sample."""
         n = len(self) if limit is None else min(limit, len(self))
         for i in range(0, n, batch_size):
             j = min(n, i + batch_size)
-            yield (np.asarray(self.x[i:j], dtype=np.float64),
-                   None if self.y is None else np.asarray(self.y[i:j]))
+            xb = np.asarray(self.x[i:j], dtype=np.float64)
+            bad = ~np.isfinite(xb.reshape(len(xb), -1)).all(1)
+            if bad.any():
+                raise DataError(f"{self.name}: x contains NaN or Inf (first at sample "
+                                f"{i + int(np.argmax(bad))})")
+            yield xb, None if self.y is None else np.asarray(self.y[i:j])
 
     def sha256(self) -> str | None:
         return sha256_file(self.path) if self.path else None
@@ -68,12 +134,15 @@ def _load_path(p: Path) -> Dataset:
             x = np.load(p, mmap_mode="r", allow_pickle=False)
             return Dataset(x, None, str(p), str(p))
         if suffix == ".npz":
-            z = np.load(p, allow_pickle=False)
-            if "x" not in z.files:
-                raise DataError(f"{p}: no array named 'x' (found: {', '.join(z.files) or 'none'})",
-                                hint="save with np.savez(path, x=inputs, y=labels)")
-            x = z["x"]
-            y = z["y"] if "y" in z.files else None
+            with np.load(p, allow_pickle=False) as z:
+                if "x" not in z.files:
+                    raise DataError(f"{p}: no array named 'x' (found: "
+                                    f"{', '.join(z.files) or 'none'})",
+                                    hint="save with np.savez(path, x=inputs, y=labels)")
+                with zipfile.ZipFile(p) as zf:
+                    big = zf.getinfo("x.npy").file_size > STREAM_ABOVE
+                x = NpzArray(p, "x.npy") if big else z["x"]
+                y = z["y"] if "y" in z.files else None
             return Dataset(x, y, str(p), str(p))
     except DataError:
         raise
@@ -89,8 +158,8 @@ def _load_path(p: Path) -> Dataset:
 
 def _validate(ds: Dataset, input_shape, n_classes) -> None:
     x = ds.x
-    if x.dtype == object or not (np.issubdtype(x.dtype, np.floating) or
-                                 np.issubdtype(x.dtype, np.integer)):
+    if x.dtype == object or x.dtype == bool or not (np.issubdtype(x.dtype, np.floating) or
+                                                    np.issubdtype(x.dtype, np.integer)):
         raise DataError(f"{ds.name}: x has dtype {x.dtype}; a numeric array is needed")
     if x.ndim < 1 or len(x) == 0:
         raise DataError(f"{ds.name}: x is empty")
@@ -101,12 +170,12 @@ def _validate(ds: Dataset, input_shape, n_classes) -> None:
             hint = f"reshape x to (N, {', '.join(map(str, input_shape))})"
         raise DataError(f"{ds.name}: x has per-sample shape {tuple(x.shape[1:])}, the model "
                         f"expects {tuple(input_shape)}", hint=hint)
-    if len(x) <= 200_000 or not isinstance(x, np.memmap):
-        bad = ~np.isfinite(np.asarray(x, dtype=np.float64)) if np.issubdtype(
-            x.dtype, np.floating) else None
-        if bad is not None and bad.any():
-            i = int(np.argwhere(bad.reshape(len(x), -1).any(1))[0, 0])
-            raise DataError(f"{ds.name}: x contains NaN or Inf (first at sample {i})")
+    if isinstance(x, np.ndarray) and not isinstance(x, np.memmap) and \
+            np.issubdtype(x.dtype, np.floating):  # in memory: check now; streams check per batch
+        bad = ~np.isfinite(x.reshape(len(x), -1)).all(1)
+        if bad.any():
+            raise DataError(f"{ds.name}: x contains NaN or Inf (first at sample "
+                            f"{int(np.argmax(bad))})")
     if ds.y is not None:
         y = ds.y
         if y.ndim != 1 or len(y) != len(x):

@@ -40,6 +40,15 @@ class Node:
         raise NotImplementedError
 
 
+def _check_window(node: Node, stride, dilation, pads=(), kernel=()) -> None:
+    """Attribute ranges the ONNX checker does not enforce (corrupt files reach us otherwise)."""
+    if any(int(v) < 1 for v in (*stride, *dilation, *kernel)):
+        raise node.fail(f"strides {tuple(stride)}, dilations {tuple(dilation)} and kernel "
+                        f"{tuple(kernel)} must be >= 1")
+    if any(int(v) < 0 for v in pads):
+        raise node.fail(f"negative pads {tuple(pads)}")
+
+
 def _t(a: np.ndarray | None, like: torch.Tensor):
     return None if a is None else torch.as_tensor(a, dtype=like.dtype, device=like.device)
 
@@ -68,6 +77,12 @@ class Conv(Node):
     def infer(self, shapes):
         (s,) = shapes
         nd = self.weight.ndim - 2
+        _check_window(self, self.stride, self.dilation, (*self.pads_begin, *self.pads_end),
+                      self.weight.shape[2:])
+        if self.group < 1:
+            raise self.fail(f"group {self.group} must be >= 1")
+        if len(self.stride) != nd or len(self.dilation) != nd or len(self.pads_begin) != nd:
+            raise self.fail("strides, dilations or pads do not match the kernel's rank")
         if len(s) != nd + 1:
             raise self.fail(f"input of rank {len(s) + 1} for a {nd}-d convolution")
         if s[0] != self.weight.shape[1] * self.group:
@@ -164,6 +179,11 @@ class Pool(Node):
 
     def infer(self, shapes):
         (s,) = shapes
+        _check_window(self, self.stride, self.dilation, (*self.pads_begin, *self.pads_end),
+                      self.kernel)
+        nd = len(self.kernel)
+        if len(self.stride) != nd or len(self.dilation) != nd or len(self.pads_begin) != nd:
+            raise self.fail("strides, dilations or pads do not match the kernel's rank")
         if len(s) != len(self.kernel) + 1:
             raise self.fail(f"input of rank {len(s) + 1} for a {len(self.kernel)}-d pool")
         out = tuple(pool_out_size(n, k, st, pb, pe, d, self.ceil_mode) for n, k, st, pb, pe, d in
@@ -254,6 +274,144 @@ class Pad(Node):
 
     def forward(self, x):
         return kernels.pad_spatial(x, self.pads_begin, self.pads_end, 0.0)
+
+
+@dataclass
+class ConvTranspose(Node):
+    weight: np.ndarray = None  # (Cin, Cout/group, *kernel), ONNX layout
+    bias: np.ndarray | None = None
+    stride: tuple[int, ...] = ()
+    pads_begin: tuple[int, ...] = ()
+    pads_end: tuple[int, ...] = ()
+    dilation: tuple[int, ...] = ()
+    output_padding: tuple[int, ...] = ()
+    group: int = 1
+
+    def infer(self, shapes):
+        (s,) = shapes
+        nd = self.weight.ndim - 2
+        _check_window(self, self.stride, self.dilation, (), self.weight.shape[2:])
+        if self.group < 1 or self.weight.shape[0] % self.group:
+            raise self.fail(f"group {self.group} does not divide the {self.weight.shape[0]} "
+                            "input channels of the weight")
+        if any(len(a) != nd for a in (self.stride, self.dilation, self.pads_begin,
+                                      self.output_padding)):
+            raise self.fail("strides, dilations, pads or output_padding do not match the "
+                            "kernel's rank")
+        if len(s) != nd + 1 or s[0] != self.weight.shape[0]:
+            raise self.fail(f"input of shape {s} for weights {self.weight.shape}")
+        out = convtranspose_out(s[1:], self.weight.shape[2:], self.stride, self.pads_begin,
+                                self.pads_end, self.dilation, self.output_padding)
+        if min(out, default=1) <= 0:
+            raise self.fail(f"pads crop the whole output (input {s})")
+        return (self.weight.shape[1] * self.group, *out)
+
+    def forward(self, x):
+        return kernels.conv_transpose(x, _t(self.weight, x), _t(self.bias, x), self.stride,
+                                      self.pads_begin, self.pads_end, self.dilation,
+                                      self.group, self.output_padding)
+
+
+def convtranspose_out(spatial, kernel, stride, pb, pe, dilation, output_padding):
+    return tuple(s * (n - 1) + op + d * (k - 1) + 1 - b - e for n, k, s, b, e, d, op in zip(
+        spatial, kernel, stride, pb, pe, dilation, output_padding))
+
+
+@dataclass
+class Transpose(Node):
+    perm: tuple[int, ...] = ()  # per-sample axes
+
+    def infer(self, shapes):
+        (s,) = shapes
+        if sorted(self.perm) != list(range(len(s))):
+            raise self.fail(f"perm {self.perm} is not a permutation of the {len(s)} axes")
+        return tuple(s[p] for p in self.perm)
+
+    def forward(self, x):
+        return x.permute(0, *[p + 1 for p in self.perm])
+
+
+@dataclass
+class Select(Node):
+    """Entries ``index`` along one per-sample axis (Slice, Split, Gather, nearest Resize)."""
+
+    axis: int = 0
+    index: tuple[int, ...] = ()
+
+    def infer(self, shapes):
+        (s,) = shapes
+        if not 0 <= self.axis < len(s):
+            raise self.fail(f"axis {self.axis} of a rank-{len(s)} tensor")
+        if not self.index:
+            raise self.fail("selects nothing (empty slice)")
+        if min(self.index) < 0 or max(self.index) >= s[self.axis]:
+            raise self.fail(f"index out of range for axis of size {s[self.axis]}")
+        out = list(s)
+        out[self.axis] = len(self.index)
+        return tuple(out)
+
+    def forward(self, x):
+        return kernels.select(x, self.axis, self.index)
+
+
+@dataclass
+class PRelu(Node):
+    """x for x >= 0, slope * x below (LeakyRelu, PRelu); slope broadcastable to the shape."""
+
+    slope: np.ndarray = None
+
+    def infer(self, shapes):
+        (s,) = shapes
+        try:
+            b = np.broadcast_shapes(np.shape(self.slope), s)
+        except ValueError:
+            b = None
+        if b != tuple(s):
+            raise self.fail(f"slope of shape {np.shape(self.slope)} does not broadcast to {s}")
+        return tuple(s)
+
+    def forward(self, x):
+        return torch.where(x >= 0, x, x * _t(self.slope, x))
+
+
+@dataclass
+class Abs(Node):
+    def infer(self, shapes):
+        return tuple(shapes[0])
+
+    def forward(self, x):
+        return torch.abs(x)
+
+
+@dataclass
+class Extremum(Node):
+    """Elementwise max or min of tensors of one shape and an optional constant."""
+
+    kind: str = "max"  # "max" | "min"
+    const: np.ndarray | None = None
+
+    def infer(self, shapes):
+        s = tuple(shapes[0])
+        if any(tuple(t) != s for t in shapes):
+            raise self.fail(f"{self.kind} of tensors of different shapes {shapes}")
+        if self.const is not None:
+            try:
+                b = np.broadcast_shapes(np.shape(self.const), s)
+            except ValueError:
+                b = None
+            if b != s:
+                raise self.fail(f"constant of shape {np.shape(self.const)} does not broadcast "
+                                f"to {s}")
+        return s
+
+    def forward(self, *xs):
+        f = torch.maximum if self.kind == "max" else torch.minimum
+        y = xs[0]
+        for x in xs[1:]:
+            y = f(y, x)
+        if self.const is not None:
+            y = f(y, _t(self.const, y).expand_as(y))
+        return y
 
 
 @dataclass

@@ -33,9 +33,13 @@ def verify_junit(rep) -> bytes:
         cases.append((f"layer {c.name}", "; ".join(msg) or None,
                       f"rel err {c.err_rel64:.3g}, clipped {c.clipped}, spikes/neuron "
                       f"{c.spikes_per_neuron:.3f}"))
-    suite = ET.Element("testsuite", name="snnconv verify", tests=str(len(cases)),
+    return _suite("snnconv verify", rep.model, cases)
+
+
+def _suite(title: str, model: str, cases: list[tuple[str, str | None, str]]) -> bytes:
+    suite = ET.Element("testsuite", name=title, tests=str(len(cases)),
                        failures=str(sum(1 for _, f, _ in cases if f)))
-    ET.SubElement(ET.SubElement(suite, "properties"), "property", name="model", value=rep.model)
+    ET.SubElement(ET.SubElement(suite, "properties"), "property", name="model", value=model)
     for name, fail, out in cases:
         tc = ET.SubElement(suite, "testcase", classname="snnconv.verify", name=name)
         if fail:
@@ -44,3 +48,14 @@ def verify_junit(rep) -> bytes:
     root = ET.Element("testsuites")
     root.append(suite)
     return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
+def integer_junit(d: dict) -> bytes:
+    """JUnit XML of an integer verify (golden model vs register-level simulator)."""
+    cases = [("logits (golden vs register-level)",
+              f"{d['logit_mismatches']} samples differ" if d["logit_mismatches"] else None,
+              f"{d['samples']} samples")]
+    for name, k in sorted(d["layer_mismatches"].items()):
+        cases.append((f"layer {name} spike ticks", f"{k} samples differ", ""))
+    cases.append(("register overflow", None, f"{d['overflow_total']} overflow events"))
+    return _suite("snnconv verify (integer)", d["model"], cases)

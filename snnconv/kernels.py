@@ -82,3 +82,28 @@ def avgpool_divisor(in_size, kernel, stride, pads_begin, pads_end, dilation, out
         pb, pe = list(pads_begin), list(pads_end)
     div = pool(ones, "sum", kernel, stride, pb, pe, dilation, out_size)
     return div[0]
+
+
+_CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+
+
+def conv_transpose(x, weight, bias, stride, pads_begin, pads_end, dilation, groups,
+                   output_padding):
+    """ONNX ConvTranspose: the full transposed convolution, then ``pads_begin`` cropped at the
+    start and ``pads_end - output_padding`` at the end (negative: zero rows that no input
+    reaches), so asymmetric pads need no special case."""
+    nd = weight.dim() - 2
+    y = _CONV_T[nd](x, weight, None, stride=tuple(stride), dilation=tuple(dilation),
+                    groups=groups)
+    y = pad_spatial(y, [-int(b) for b in pads_begin],
+                    [int(o) - int(e) for e, o in zip(pads_end, output_padding)])
+    if bias is not None:
+        y = y + bias.reshape((1, -1) + (1,) * nd)
+    return y
+
+
+def select(x: torch.Tensor, axis: int, index) -> torch.Tensor:
+    """Entries ``index`` along per-sample ``axis`` of a batch (slices, splits, nearest-neighbour
+    resizing: every output is a copy of one input)."""
+    idx = torch.as_tensor(index, dtype=torch.long, device=x.device)
+    return torch.index_select(x, axis + 1, idx)

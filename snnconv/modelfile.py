@@ -43,6 +43,20 @@ def pack(fmt: str, version: int, header: dict, tensors: dict[str, np.ndarray]) -
     return save(tensors, metadata=meta)
 
 
+def peek_format(path) -> str | None:
+    """The container's format name ("snnconv-snn", "snnconv-snnq"), or None if unreadable; lets
+    one command take either file."""
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n > 100_000_000:
+                return None
+            outer = json.loads(f.read(n).decode("utf-8"))
+        return (outer.get("__metadata__") or {}).get("format")
+    except (OSError, struct.error, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return None
+
+
 def unpack(path, fmt: str, version: int) -> tuple[dict, dict[str, np.ndarray]]:
     """Read and check a container: format, version, checksum. Errors name the file."""
     p = Path(path)

@@ -11,7 +11,7 @@ from .snn import SNN, NeuronLayer, PoolLayer, ReadoutLayer, chain_apply
 
 
 def _indicator(op):
-    if op.kind in ("conv", "dense"):
+    if op.kind in ("conv", "dense", "convtranspose"):
         return dataclasses.replace(op, weight=(np.asarray(op.weight) != 0).astype(np.float64))
     if op.kind in ("scale", "sumpool"):
         return dataclasses.replace(op, scale=(np.asarray(op.scale) != 0).astype(np.float64))

@@ -4,7 +4,8 @@ delays, vectorised over samples and neurons.
 Spike times are carried as offsets from the end of their layer's window, s = t_max - t (spec section
 4), so long windows do not cancel precision. A neuron's potential at t_min is the sum over its
 synapses of w * (t_min - arrival)/tau_c with arrival = t_spike + delay; with s that is
-w * (s + t_min - delay - t_max(source))/tau_c for sources that spiked (s > 0) and 0 for silent ones.
+w * max(0, s + t_min - delay - t_max(source))/tau_c for sources that spiked (s > 0) and 0 for
+silent ones (an input arriving in phase 2 no longer changes the slope).
 """
 
 from __future__ import annotations
@@ -56,8 +57,9 @@ class SimResult:
 def group_input(g, s_src: torch.Tensor, layer: Layer, src: Layer, tau_c: float) -> torch.Tensor:
     """Potential contribution at t_min(layer) of one synapse group (in value units)."""
     lag = layer.t_min - g.delay - src.t_max  # 0 when the delay lines up the windows
-    if lag != 0.0:
-        s_src = torch.where(s_src > 0, s_src + lag, torch.zeros((), dtype=s_src.dtype))
+    if lag != 0.0:  # an input arriving at or after t_min adds nothing (phase 2 slope is fixed)
+        s_src = torch.where(s_src > 0, torch.clamp(s_src + lag, min=0.0),
+                            torch.zeros((), dtype=s_src.dtype))
     y = chain_apply(g.ops, s_src)
     return y / tau_c if tau_c != 1.0 else y
 
@@ -91,7 +93,7 @@ def simulate(snn: SNN, x, dtype=torch.float64, record: bool | set[str] = False,
         if isinstance(layer, InputLayer):
             u = (x - _t(layer.lo, x)) / (_t(layer.hi, x) - _t(layer.lo, x))
             st.clipped = int(((u < 0) | (u > 1)).sum())
-            s = torch.clamp(u, 0.0, 1.0) * layer.window
+            s = torch.clamp(u, 0.0, 1.0) * tau  # the window, rounded up, covers tau_c
         elif isinstance(layer, PoolLayer):
             s = layer.apply(env[layer.source])
         else:

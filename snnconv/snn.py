@@ -16,7 +16,7 @@ import torch
 from . import kernels
 
 Shape = tuple[int, ...]
-WEIGHTED = ("conv", "dense", "sumpool")
+WEIGHTED = ("conv", "dense", "sumpool", "convtranspose")
 
 
 def _t(a, like: torch.Tensor):
@@ -220,7 +220,85 @@ class PadOp(Op):
         return dict(pads_begin=list(self.pads_begin), pads_end=list(self.pads_end))
 
 
-OPS = {c.kind: c for c in (ConvOp, DenseOp, SumPoolOp, ScaleOp, ReshapeOp, PlaceOp, PadOp)}
+@dataclass
+class ConvTransposeOp(Op):
+    """N-d transposed convolution (ONNX ConvTranspose semantics, no bias): weight (Cin,
+    Cout/groups, *kernel); the output is cropped by ``pads_begin`` / ``pads_end`` and extended by
+    ``output_padding`` at the end."""
+
+    kind = "convtranspose"
+    weight: np.ndarray = None
+    stride: tuple = ()
+    pads_begin: tuple = ()
+    pads_end: tuple = ()
+    dilation: tuple = ()
+    output_padding: tuple = ()
+    groups: int = 1
+
+    @property
+    def out_shape(self):
+        from .ir import convtranspose_out
+        sp = convtranspose_out(self.in_shape[1:], self.weight.shape[2:], self.stride,
+                               self.pads_begin, self.pads_end, self.dilation,
+                               self.output_padding)
+        return (self.weight.shape[1] * self.groups, *sp)
+
+    def apply(self, x, sign=0):
+        w = _t(_part(self.weight, sign), x)
+        return kernels.conv_transpose(x, w, None, self.stride, self.pads_begin, self.pads_end,
+                                      self.dilation, self.groups, self.output_padding)
+
+    def params(self):
+        return dict(stride=list(self.stride), pads_begin=list(self.pads_begin),
+                    pads_end=list(self.pads_end), dilation=list(self.dilation),
+                    output_padding=list(self.output_padding), groups=self.groups)
+
+    def arrays(self):
+        return {"weight": self.weight}
+
+
+@dataclass
+class TransposeOp(Op):
+    """Permutes the per-sample axes (NHWC <-> NCHW layouts): a wiring op."""
+
+    kind = "transpose"
+    perm: tuple = ()
+
+    @property
+    def out_shape(self):
+        return tuple(self.in_shape[p] for p in self.perm)
+
+    def apply(self, x, sign=0):
+        return x.permute(0, *[int(p) + 1 for p in self.perm])
+
+    def params(self):
+        return dict(perm=list(self.perm))
+
+
+@dataclass
+class SelectOp(Op):
+    """Entries ``index`` along ``axis`` (slices, splits, nearest-neighbour upsampling): each
+    output is a copy of one input, an input may be copied several times or not at all."""
+
+    kind = "select"
+    axis: int = 0
+    index: tuple = ()
+
+    @property
+    def out_shape(self):
+        s = list(self.in_shape)
+        s[self.axis] = len(self.index)
+        return tuple(s)
+
+    def apply(self, x, sign=0):
+        return kernels.select(x, self.axis, self.index)
+
+    def params(self):
+        return dict(axis=self.axis, index=[int(i) for i in self.index])
+
+
+OPS = {c.kind: c for c in (ConvOp, DenseOp, SumPoolOp, ScaleOp, ReshapeOp, PlaceOp, PadOp,
+                         ConvTransposeOp, TransposeOp, SelectOp)}
 
 
 def chain_apply(ops: list[Op], x: torch.Tensor, sign: int = 0) -> torch.Tensor:

@@ -38,7 +38,7 @@ def _gamma(n: int) -> float:
 
 
 def _absnode(node: ir.Node) -> ir.Node:
-    if isinstance(node, (ir.Conv, ir.Dense)):
+    if isinstance(node, (ir.Conv, ir.Dense, ir.ConvTranspose)):
         return dataclasses.replace(node, weight=np.abs(node.weight),
                                    bias=None if node.bias is None else np.abs(node.bias))
     if isinstance(node, ir.Affine):
@@ -62,8 +62,10 @@ def float32_bound(graph: ir.Graph, x: torch.Tensor) -> torch.Tensor:
         es = [E[i] for i in node.inputs]
         y = node.forward(*xs)
         an = _absnode(node)
-        if isinstance(node, (ir.Conv, ir.Dense)):
+        if isinstance(node, (ir.Conv, ir.Dense, ir.ConvTranspose)):
             n = int(np.prod(node.weight.shape[1:]))
+            if isinstance(node, ir.ConvTranspose):  # (Cin, Cout/group, *kernel)
+                n = node.weight.shape[0] // node.group * int(np.prod(node.weight.shape[2:]))
             e = dataclasses.replace(an, bias=None).forward(es[0]) + \
                 _gamma(n + 2) * an.forward(xs[0].abs())
         elif isinstance(node, ir.Affine):
@@ -74,6 +76,15 @@ def float32_bound(graph: ir.Graph, x: torch.Tensor) -> torch.Tensor:
                 node.forward(xs[0].abs())
         elif isinstance(node, ir.Add):
             e = es[0] + es[1] + EPS32 * y.abs()
+        elif isinstance(node, ir.PRelu):  # Lipschitz max(1, |slope|), one rounded product
+            lip = torch.clamp(torch.as_tensor(np.abs(node.slope), dtype=es[0].dtype), min=1.0)
+            e = lip * es[0] + EPS32 * y.abs()
+        elif isinstance(node, ir.Abs):
+            e = es[0]
+        elif isinstance(node, ir.Extremum):  # max and min are 1-Lipschitz in every argument
+            e = es[0]
+            for other in es[1:]:
+                e = torch.maximum(e, other)
         elif isinstance(node, ir.Relu):
             # an input below -E stays cut off in both computations: no error passes
             e = torch.where(xs[0] > -es[0], es[0], torch.zeros_like(es[0]))
@@ -296,9 +307,12 @@ def verify(model, onnx=None, data=None, *, n: int | None = None, atol: float | N
         raise UsageError(f"--simulator {simulator}: choose 'closed' or 'event'")
     onnx_path, data_src = _resolve(snn, onnx, data, warnings)
     graph = import_onnx(onnx_path)
-    if tuple(graph.input_shape) != tuple(snn.input.shape):
-        raise DataError(f"{onnx_path}: input shape {graph.input_shape} differs from the SNN's "
-                        f"{snn.input.shape}: not the model this SNN was converted from")
+    for what, a, b in (("input", graph.input_shape, snn.input.shape),
+                       ("output", graph.output_shape, snn.output.shape)):
+        if tuple(a) != tuple(b):
+            raise DataError(f"{onnx_path}: {what} shape {tuple(a)} differs from the SNN's "
+                            f"{tuple(b)}: not the model this SNN was converted from",
+                            hint="pass the ONNX file the SNN was converted from (--onnx)")
     n_classes = int(np.prod(snn.output.shape))
     ds = data_mod.load(data_src, graph.input_shape,
                        n_classes=n_classes if len(snn.output.shape) == 1 else None)
@@ -307,7 +321,17 @@ def verify(model, onnx=None, data=None, *, n: int | None = None, atol: float | N
         raise DataError(f"{ds.name}: no samples to verify")
 
     tau = float(snn.tau_c)
-    rel_layers = [la for la in snn.layers if la.relation is not None]
+    rel_layers = []
+    for la in snn.layers:
+        if la.relation is None:
+            continue
+        shp = graph.shapes.get(la.relation.tensor)
+        if shp is not None and math.prod(shp) != la.size:
+            warnings.append(f"layer {la.name}: ONNX tensor {la.relation.tensor} has shape "
+                            f"{tuple(shp)}, not the layer's {la.shape}: not compared")
+            continue
+        rel_layers.append(la)
+    comparable = {la.name for la in rel_layers}
     tensors = sorted({la.relation.tensor for la in rel_layers} | {graph.output})
     runner = _Runner(onnx_path, tensors)
     ort_avail = [t for t in tensors if t in runner.names]
@@ -365,7 +389,7 @@ def verify(model, onnx=None, data=None, *, n: int | None = None, atol: float | N
                     e_abs, e_rel = _per_sample_rel(dec, windowed[la.name])
                     c.err_abs64 = max(c.err_abs64, float(e_abs.max()))
                     c.err_rel64 = max(c.err_rel64, float(e_rel.max()))
-                if la.relation is None:
+                if la.name not in comparable:
                     continue
                 if la.relation.tensor in kept and not allow_clipping:
                     exp = _expected(la, kept[la.relation.tensor], tau)

@@ -42,6 +42,8 @@ def _fan_in(ops) -> int:
     for o in ops:
         if o.kind == "conv":
             n += int(np.prod(o.weight.shape[1:]))
+        elif o.kind == "convtranspose":
+            n += int(o.weight.shape[0] * np.prod(o.weight.shape[2:]))
         elif o.kind == "dense":
             n += o.weight.shape[1]
         elif o.kind in ("sumpool", "scale"):
@@ -59,8 +61,8 @@ def reference(snn, x, eps):
         if isinstance(la, InputLayer):
             lo = torch.as_tensor(np.asarray(la.lo, np.float64))
             hi = torch.as_tensor(np.asarray(la.hi, np.float64))
-            raw[la.name] = (x64 - lo) / (hi - lo) * la.window
-            err[la.name] = la.window * _gamma(8, eps) * (x64.abs() + lo.abs() + hi.abs()) / \
+            raw[la.name] = (x64 - lo) / (hi - lo) * tau
+            err[la.name] = tau * _gamma(8, eps) * (x64.abs() + lo.abs() + hi.abs()) / \
                 (hi - lo)
             s[la.name] = ref.offsets[la.name]
             continue
@@ -127,6 +129,12 @@ def check_close(snn, refs, res, eps):
     return flips_total
 
 
+def test_wiring_model_keeps_its_synapse_ops(models):
+    kinds = {o.kind for la in models["wiring"][0].layers for g in getattr(la, "groups", [])
+             for o in g.ops}
+    assert {"convtranspose", "select", "transpose"} <= kinds, kinds
+
+
 class Mixed(nn.Module):
     """Residual add, concat of branches of different depth (a delay), a per-channel affine map
     with negative scales before a max-pool (min-pools), an average pool with per-position
@@ -151,6 +159,26 @@ class Mixed(nn.Module):
         return self.fc(F.relu(self.c5(d)).flatten(1))
 
 
+class Wiring(nn.Module):
+    """Ops of real-world exports kept as synapse ops: a transposed convolution, nearest
+    upsampling added to a later branch (selections, with a delay) and a transpose."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.c1 = nn.Conv2d(1, 6, 3, stride=2, padding=1)
+        self.up = nn.ConvTranspose2d(6, 6, 3, stride=2, padding=1, output_padding=1)
+        self.c2, self.c3 = nn.Conv2d(6, 6, 3, padding=1), nn.Conv2d(6, 6, 1)
+        self.fc = nn.Linear(4 * 8 * 8, 10)
+
+    def forward(self, x):
+        a = F.relu(self.c1(x))
+        b = F.relu(self.up(a))
+        d = F.relu(self.c2(b) + F.interpolate(a, scale_factor=2, mode="nearest"))
+        e = F.relu(self.c3(d).transpose(2, 3) - d)[:, 1:5]
+        return self.fc(e.flatten(1))
+
+
 @pytest.fixture(scope="module")
 def models(digits):
     out = {}
@@ -164,10 +192,13 @@ def models(digits):
     out["mixed"] = (snnconv.convert(net, xc, example_input=torch.as_tensor(xc[:2])), xt)
     out["mixed_tau"] = (snnconv.convert(net, xc[:64], example_input=torch.as_tensor(xc[:2]),
                                         tau_c=0.375, percentile=90.0), xt)
+    w = Wiring().eval()
+    out["wiring"] = (snnconv.convert(w, xc, example_input=torch.as_tensor(xc[:2]), tau_c=0.5),
+                     xt)
     return out
 
 
-@pytest.mark.parametrize("name", ["mlp", "cnn", "resnet", "mixed", "mixed_tau"])
+@pytest.mark.parametrize("name", ["mlp", "cnn", "resnet", "mixed", "mixed_tau", "wiring"])
 def test_onnx_backend_float32_equals_closed_form(models, name):
     snn, x = models[name]
     fast = onnx_backend.OnnxSimulator(snn, torch.float32, record=True)(x)

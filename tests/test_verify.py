@@ -139,3 +139,80 @@ def test_data_outside_calibrated_range_is_reported(tmp_path):
     assert not rep.ok
     assert rep.clipped_inputs > 0
     assert rep.first_mismatch == "input"
+
+
+@pytest.mark.parametrize("simulator", ["closed", "event"])
+def test_long_skip_residual_verifies_in_both_simulators(simulator, tmp_path):
+    """A residual add whose skip source has a longer window than the layer before the add: the
+    skip's delayed spikes arrive before t_min of that layer (integration must not restart)."""
+    import torch
+
+    from .test_event import LongSkipResidual
+
+    torch.manual_seed(0)
+    net = LongSkipResidual().eval()
+    path = tmp_path / "res.onnx"
+    torch.onnx.export(net, (torch.zeros(1, 1, 8, 8),), str(path), dynamo=False,
+                      input_names=["x"], dynamic_axes={"x": {0: "n"}})
+    x = np.random.default_rng(0).random((96, 1, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    snn = snnconv.convert(path, tmp_path / "x.npy")
+    add = next(la for la in snn.neuron_layers() if len(la.groups) == 2)
+    windows = {g.source: snn.by_name[g.source].window for g in add.groups}
+    assert max(windows.values()) > 3 * min(windows.values())
+    rep = verify(snn, path, tmp_path / "x.npy", simulator=simulator)
+    assert rep.ok, rep.failures
+    assert rep.mapping_err_max <= 1e-9
+
+
+def test_verify_against_another_architecture(cnn_snn):
+    """Same input and output shapes, other layers: a mismatch (exit 1), never an internal error;
+    layers whose tensors have other shapes are named and skipped."""
+    res = runner.invoke(app, ["verify", str(cnn_snn / "cnn.snn"), "--onnx",
+                              str(SAMPLES / "mlp.onnx"), "--data",
+                              str(SAMPLES / "digits_test.npz"), "-q"])
+    assert res.exit_code == 1, res.output
+    assert "not compared" in res.stderr
+    res = runner.invoke(app, ["verify", str(cnn_snn / "cnn.snn"), "--onnx",
+                              str(cnn_snn / "other.onnx"), "-q"])
+    assert res.exit_code == 2 and "not found" in res.stderr
+
+
+def test_input_shape_parsing():
+    from snnconv.cli import _parse_shape
+    from snnconv.errors import UsageError
+
+    assert _parse_shape("3,32,32") == (3, 32, 32) == _parse_shape("3x32x32")
+    for bad in ("1,x,8", "3,,3", "a", "0,3"):
+        with pytest.raises(UsageError):
+            _parse_shape(bad)
+
+
+def test_float32_bound_is_tight_enough_to_mean_something(tmp_path):
+    """The onnxruntime tolerance is a forward error bound, not a guess; on a ConvTranspose /
+    LeakyReLU / max network it stays far below the output's size (so it can catch bugs)."""
+    import torch
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(1, 4, 3, padding=1)
+            self.t = nn.ConvTranspose2d(4, 3, 3, stride=2, padding=1, output_padding=1)
+            self.fc = nn.Linear(3 * 16 * 16, 5)
+
+        def forward(self, x):
+            h = nn.functional.leaky_relu(self.c(x), 0.2)
+            h = torch.maximum(self.t(h), torch.tensor(0.1))
+            return self.fc(h.flatten(1))
+
+    torch.manual_seed(0)
+    path = tmp_path / "t.onnx"
+    torch.onnx.export(Net().eval(), (torch.zeros(1, 1, 8, 8),), str(path), dynamo=False,
+                      input_names=["x"], dynamic_axes={"x": {0: "n"}})
+    x = np.random.default_rng(0).random((64, 1, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    rep = verify(snnconv.convert(path, tmp_path / "x.npy"), path, tmp_path / "x.npy")
+    assert rep.ok, rep.failures
+    assert rep.ort_bound_rel_max < 1e-2
+    assert rep.ort_err_max < rep.ort_bound_rel_max

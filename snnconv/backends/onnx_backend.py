@@ -160,6 +160,19 @@ def _emit_op(em: _Emitter, op, x: str) -> str:
         return em.op("Pad", [x, em.const(pads, np.int64), em.const(0.0)], mode="constant")
     if k == "pad":
         return em.crop_pad(x, op.pads_begin, op.pads_end, len(op.in_shape) + 1)
+    if k == "convtranspose":
+        # the full transposed convolution, then the crop/extension of kernels.conv_transpose
+        y = em.op("ConvTranspose", [x, em.const(op.weight, hint="w")], strides=list(op.stride),
+                  dilations=list(op.dilation), group=int(op.groups),
+                  kernel_shape=list(op.weight.shape[2:]))
+        return em.crop_pad(y, [-int(b) for b in op.pads_begin],
+                           [int(o) - int(e) for e, o in zip(op.pads_end, op.output_padding)],
+                           len(op.in_shape) + 1)
+    if k == "transpose":
+        return em.op("Transpose", [x], perm=[0] + [int(p) + 1 for p in op.perm])
+    if k == "select":
+        return em.op("Gather", [x, em.const(list(op.index), np.int64, hint="index")],
+                     axis=int(op.axis) + 1)
     raise UnsupportedError(f"synaptic op {k!r} has no ONNX emitter")
 
 
@@ -197,8 +210,8 @@ def _emit_pool(em: _Emitter, layer: PoolLayer, x: str, in_shape) -> str:
     return em.op("Where", [sel, minp, maxpool(x)])
 
 
-def _emit_input(em: _Emitter, layer: InputLayer, stats: bool):
-    """s = clip((x - lo) / (hi - lo), 0, 1) * window, with the torch simulator's float ops;
+def _emit_input(em: _Emitter, layer: InputLayer, stats: bool, tau: float):
+    """s = clip((x - lo) / (hi - lo), 0, 1) * tau_c, with the torch simulator's float ops;
     steps that are exact identities (x - 0, x / 1, x * 1) are left out."""
     lo = np.asarray(layer.lo, np.float64).astype(em.np)
     span = np.asarray(layer.hi, np.float64).astype(em.np) - lo
@@ -213,8 +226,8 @@ def _emit_input(em: _Emitter, layer: InputLayer, stats: bool):
         clipped = _count(em, em.op("Or", [em.op("Less", [u, zero]),
                                           em.op("Greater", [u, one])]), layer.shape)
     s = em.op("Clip", [u, zero, one])
-    if em.np(layer.window) != 1:
-        s = em.op("Mul", [s, em.const(layer.window)], hint="s")
+    if tau != 1:  # inputs are coded on tau_c (the window, rounded up, covers it)
+        s = em.op("Mul", [s, em.const(tau)], hint="s")
     return s, clipped
 
 
@@ -239,7 +252,7 @@ def build_model(snn: SNN, dtype=torch.float32, record=False, stats: bool = True)
     for layer in snn.layers:
         clipped = None
         if isinstance(layer, InputLayer):
-            s, clipped = _emit_input(em, layer, stats)
+            s, clipped = _emit_input(em, layer, stats, tau)
         elif isinstance(layer, PoolLayer):
             s = _emit_pool(em, layer, env[layer.source], shapes[layer.source])
         elif isinstance(layer, (NeuronLayer, ReadoutLayer)):
@@ -248,9 +261,11 @@ def build_model(snn: SNN, dtype=torch.float32, record=False, stats: bool = True)
                 src = snn.by_name[g.source]
                 y = env[g.source]
                 lag = layer.t_min - g.delay - src.t_max
-                if lag != 0.0:  # delays that do not line the windows up: shift spikes only
+                if lag != 0.0:  # delays that do not line the windows up: shift spikes only;
+                    # a spike arriving at or after t_min adds nothing
                     y = em.op("Where", [em.op("Greater", [y, zero]),
-                                        em.op("Add", [y, em.const(lag)]), zero])
+                                        em.op("Max", [em.op("Add", [y, em.const(lag)]), zero]),
+                                        zero])
                 for o in g.ops:
                     y = _emit_op(em, o, y)
                 if tau != 1.0:

@@ -3,16 +3,30 @@
 from __future__ import annotations
 
 from .. import ir
+from ..errors import ModelImportError, SnnconvError
 from . import handlers  # noqa: F401 - fills the registry
 from .builder import build
 from .loader import prepare, read_model
 
 
 def import_onnx(source, input_shape: tuple[int, ...] | None = None) -> ir.Graph:
-    """Read a path, bytes or ModelProto and import it. Raises ModelImportError on bad input."""
+    """Read a path, bytes or ModelProto and import it. Raises ModelImportError on bad input.
+
+    A malformed model can make the onnx library or a handler fail in ways the checker did not
+    foresee; those failures are reported as ModelImportError naming the file (and node), with a
+    hint to report the model if onnxruntime runs it.
+    """
     model, name = read_model(source)
-    model = prepare(model, name)
-    return build(model, name, input_shape)
+    try:
+        model = prepare(model, name)
+        return build(model, name, input_shape)
+    except SnnconvError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, UnicodeError,
+            RuntimeError, AssertionError, ZeroDivisionError, OverflowError) as e:
+        raise ModelImportError(f"malformed or unexpected model ({type(e).__name__}: {e})",
+                               file=name, hint="if onnxruntime runs this model, please report "
+                               "it (with --debug output)") from e
 
 
 def load_checked(source):

@@ -13,6 +13,7 @@ from .. import ir
 from ..errors import ModelImportError, UnsupportedOpError
 
 SHAPE_DATA = object()  # marks tensors computed from shapes only (not constant, not activation)
+PROBE_BATCH = 7919  # a prime no real dimension product is likely to equal
 
 
 class Ctx:
@@ -26,6 +27,11 @@ class Ctx:
         self.batch = batch
         self.consts: dict[str, np.ndarray] = {}
         self.shape_data: set[str] = set()
+        #: Shape-derived tensors evaluated with the batch size set to PROBE_BATCH (dynamic batch):
+        #: a reshape target taken from them shows where the batch axis went.
+        self.probes: dict[str, np.ndarray] = {}
+        #: Tensors whose ONNX-inferred shape is known to be wrong (see _old_ceil_rule).
+        self.untrusted: set[str] = set()
         self.alias: dict[str, str] = {}
         self.nodes: list[ir.Node] = []
         self.shapes: dict[str, tuple] = {}  # per-sample shapes of activations
@@ -47,9 +53,8 @@ class Ctx:
 
     def const(self, node, t: str, what: str = "this input") -> np.ndarray:
         if t not in self.consts:
-            raise UnsupportedOpError(f"{what} ('{t}') must be a constant, but it depends on the "
-                                     "network input", file=self.file, node=node.name,
-                                     op=node.op_type)
+            raise self.fail(node, f"{what} ('{t}') must be a constant, but it depends on the "
+                            "network input")
         return self.consts[t]
 
     def opt_const(self, node, idx: int) -> np.ndarray | None:
@@ -65,10 +70,22 @@ class Ctx:
 
     def inferred(self, t: str) -> tuple | None:
         """Per-sample shape ONNX inferred for tensor t, if static."""
+        if t in self.untrusted:
+            return None
         full = self.onnx_shapes.get(t)
         if full is None or len(full) < 1 or any(d is None for d in full[1:]):
             return None
         return tuple(full[1:])
+
+    @property
+    def probe_batch(self) -> int:
+        return self.batch if isinstance(self.batch, int) and self.batch > 0 else PROBE_BATCH
+
+    def shape_value(self, t: str) -> np.ndarray | None:
+        """A constant or probe-evaluated shape tensor, else None."""
+        if t in self.consts:
+            return self.consts[t]
+        return self.probes.get(t)
 
     # --- emitting ------------------------------------------------------------------------------
     def fresh(self, base: str) -> str:
@@ -85,6 +102,10 @@ class Ctx:
         self.alias[out] = self.name(src)
 
     def fail(self, node, msg: str, hint: str | None = None, cls=UnsupportedOpError):
+        if hint is None and issubclass(cls, UnsupportedOpError):  # every refusal names a rewrite
+            from .handlers import GENERIC_HINT, REWRITE_HINT
+
+            hint = REWRITE_HINT.get(node.op_type, GENERIC_HINT)
         return cls(msg, file=self.file, node=node.name or "(unnamed)", op=node.op_type,
                    hint=hint)
 
@@ -103,23 +124,45 @@ def _shape_of(vi) -> tuple | None:
                  for d in vi.type.tensor_type.shape.dim)
 
 
-def _eval_constant_node(node: onnx.NodeProto, ctx: Ctx) -> list[np.ndarray]:
+def _eval_constant_node(node: onnx.NodeProto, ctx: Ctx, values=None) -> list[np.ndarray]:
     """Evaluate a node whose inputs are all constant with onnx.reference (the folding fallback)."""
     from onnx.reference import ReferenceEvaluator
 
+    values = ctx.consts if values is None else values
     inputs = [i for i in node.input if i]
     g = helper.make_graph(
         [node], "fold",
-        [helper.make_tensor_value_info(i, helper.np_dtype_to_tensor_dtype(ctx.consts[i].dtype),
-                                       ctx.consts[i].shape) for i in inputs],
+        [helper.make_tensor_value_info(i, helper.np_dtype_to_tensor_dtype(values[i].dtype),
+                                       values[i].shape) for i in inputs],
         [helper.make_tensor_value_info(o, onnx.TensorProto.UNDEFINED, None)
          for o in node.output if o])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", ctx.opset)])
     m.ir_version = ctx.model.ir_version
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = ReferenceEvaluator(m).run(None, {i: ctx.consts[i] for i in inputs})
+        res = ReferenceEvaluator(m).run(None, {i: values[i] for i in inputs})
     return [np.asarray(r) for r in res]
+
+
+def _old_ceil_rule(ctx: Ctx, node) -> bool:
+    """ONNX shape inference before opset 22 keeps a ceil_mode pooling window that starts in the
+    end padding; onnxruntime, onnx.reference and torch drop it (as the IR does). Downstream
+    inferred shapes are then wrong too, so they are not trusted."""
+    return node.op_type in ("MaxPool", "AveragePool") and ctx.opset < 22 and \
+        bool(ctx.attr(node, "ceil_mode", 0))
+
+
+def _eval_probe_node(node: onnx.NodeProto, ctx: Ctx) -> None:
+    """Evaluate shape arithmetic on probe values (dynamic batch); failures leave it unknown."""
+    values = {i: ctx.shape_value(i) for i in node.input if i}
+    outs = [o for o in node.output if o]
+    try:
+        vals = _eval_constant_node(node, ctx, values)
+    except Exception:  # noqa: BLE001 - shape inference may still resolve the consumer
+        ctx.shape_data.update(outs)
+        return
+    for o, v in zip(outs, vals):
+        ctx.probes[o] = v
 
 
 NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
@@ -130,6 +173,11 @@ def build(model: onnx.ModelProto, file: str, input_shape: tuple | None = None) -
     from .handlers import HANDLERS, unsupported
 
     g = model.graph
+    for node in g.node:  # a corrupted file can carry names that are not valid UTF-8
+        if not all(isinstance(v, str) for v in (node.name, node.op_type, *node.input,
+                                                 *node.output)):
+            raise ModelImportError("a node has a name that is not valid UTF-8: the file is "
+                                   "corrupt", file=file)
     inits = {t.name for t in g.initializer}
     real_inputs = [i for i in g.input if i.name not in inits]  # IR <= 3 lists weights as inputs
     if len(real_inputs) != 1:
@@ -196,18 +244,27 @@ def build(model: onnx.ModelProto, file: str, input_shape: tuple | None = None) -
                                    cls=ModelImportError) from None
                 for o, v in zip([o for o in node.output if o], vals):
                     ctx.consts[o] = v
+            elif all((not i) or ctx.shape_value(i) is not None for i in node.input):
+                _eval_probe_node(node, ctx)
             else:
                 ctx.shape_data.update(o for o in node.output if o)
             continue
         handler = HANDLERS.get(node.op_type)
         if handler is None:
             raise unsupported(ctx, node)
+        if any(i in ctx.untrusted for i in node.input if i):
+            ctx.untrusted.update(o for o in node.output if o)
         handler(ctx, node)
         for o in node.output[:1]:
+            if o and (o in ctx.consts or o in ctx.probes):
+                continue
             if o and not ctx.is_act(o):
                 raise ctx.fail(node, "handler produced no output", cls=ModelImportError)
             want = ctx.inferred(o)
             if o and want is not None and ctx.shape(o) != want:
+                if _old_ceil_rule(ctx, node):
+                    ctx.untrusted.update(x for x in node.output if x)
+                    continue
                 raise ctx.fail(node, f"imported shape {ctx.shape(o)} differs from ONNX shape "
                                f"inference {want}", cls=ModelImportError,
                                hint="please report this model: it is an importer bug")

@@ -112,8 +112,8 @@ def prepare(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
                                        f"({', '.join(sorted(used))})", file=name)
     try:
         onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "invalid model"
+    except Exception as e:  # noqa: BLE001 - ValidationError, and decode errors on garbage
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelImportError(f"the ONNX checker rejects the model: {first}", file=name) from None
     if opset < UPGRADE_TO:
         try:
