@@ -111,27 +111,38 @@ def _event(ctx: Ctx):
 
 
 def _int_api():
-    """(quantize, golden, registers) of snnconv.intmodel, or a reason why not.
-
-    Adapt here when the module's API settles: ``golden(snnq, x)`` and ``registers(snnq, x)`` on
-    a quantised network made from the SNN.
-    """
-    if not has_module("snnconv.intmodel"):
+    """The integer model's entry points, or a reason why they are missing."""
+    if not has_module("snnconv.intmodel") or not has_module("snnconv.quant"):
         return None, "snnconv/intmodel.py not present"
-    im = importlib.import_module("snnconv.intmodel")
-    quant = next((getattr(im, n) for n in ("quantize", "quantise", "from_snn") if hasattr(im, n)),
-                 None)
-    missing = [n for n in ("golden", "registers") if not hasattr(im, n)]
-    if quant is None or missing:
-        return None, "snnconv.intmodel API not recognised (needs quantize/golden/registers)"
-    return (quant, im.golden, im.registers), None
+    return importlib.import_module("snnconv.intmodel"), None
+
+
+def qnet(ctx: Ctx, bits: int = 4, time_bits: int = 4):
+    """The integer network finetune starts from (post-training quantisation, 4-bit weights,
+    16 ticks per layer), calibrated on the row's own inputs (speed rows; accuracy is
+    irrelevant here)."""
+    import torch
+
+    from snnconv import quant
+
+    if getattr(ctx, "_qnet", None) is None:
+        x = torch.as_tensor(M.inputs(ctx.spec, 64), dtype=torch.float64)
+        snn_eq, _ = quant.equalize(ctx.snn, [x])
+        stats = quant.act_stats(snn_eq, [x])
+        ctx._qnet, _ = quant.build(snn_eq, stats, quant.QuantConfig(bits=bits,
+                                                                    time_bits=time_bits),
+                                   quant.Profile())
+    return ctx._qnet
 
 
 def _int_row(ctx: Ctx, which: str):
-    (quant, golden, registers), _ = _int_api()
-    snnq = quant(ctx.snn)
-    fn = golden if which == "golden" else registers
-    return lambda: fn(snnq, ctx.x)
+    im, _ = _int_api()
+    net = qnet(ctx)
+    dtype = im.exact_dtype(net)
+    if which == "golden":
+        comp = im.Compiled(net, dtype)
+        return lambda: im.golden(net, ctx.x, dtype=dtype, compiled=comp)
+    return lambda: im.regsim(net, ctx.x, dtype=dtype)
 
 
 def rows_for(ctx: Ctx) -> list[Row]:
