@@ -80,13 +80,14 @@ def verify_main(model: str, n: int, reference_n: int) -> dict:
             "ref_seconds": _ort_seconds(onnx_path, x), "ref": f"onnxruntime ANN on {n} samples"}
 
 
-def finetune_main(model: str, n: int, batch: int, reps: int = 3) -> dict:
+def finetune_main(model: str, n: int, batch: int, reps: int = 1) -> dict:
     """One fine-tuning epoch (snnconv.finetune: fake-quantised weights, tick-floored
     activations, straight-through gradients) vs one plain PyTorch training epoch of the same
     ReLU network (the nn.Module; Adam, cross-entropy, same n samples and batch size). Both are
     the training steps only (the fine-tune's per-epoch validation and its distillation targets,
-    computed once before training, are not in the epoch time); median of ``reps``,
-    interleaved."""
+    computed once before training, are not in the epoch time). ``make bench`` runs one
+    repetition (the setup of a fine-tune run, quantisation and reports, is about a minute on
+    the VGG net); with more, the median of interleaved repetitions."""
     if importlib.util.find_spec("snnconv.finetune") is None:
         return {"skip": "snnconv/finetune.py not present"}
     import torch
