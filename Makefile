@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The CPU build of PyTorch is pinned and installed first: an unpinned torch pulls a CUDA build.
 TORCH_PIN := torch==2.13.0
 
-.PHONY: install demo test lint bench docs clean
+.PHONY: install demo test lint bench bench-ratecoded docs clean
 
 install: $(STAMP)
 
@@ -39,6 +39,12 @@ docs: install
 # Benchmarks (benchmarks/README.md): prints the table, writes build/bench.json; about 10 minutes.
 bench: install
 	$(BIN)/python benchmarks/run.py --out build/bench.json
+
+# Rate-coded contrast (SpikingJelly ann2snn, T = 4..256) on the MNIST CNN; needs ../shared/data/mnist.
+# SpikingJelly's own requirements pull CUDA builds: installed --no-deps with the two it imports.
+bench-ratecoded: install
+	$(BIN)/python -m pip install -q --no-deps "spikingjelly==2.0.0" "loguru>=0.7,<1" tqdm
+	$(BIN)/python benchmarks/ratecoded.py --out build/bench_ratecoded.json
 
 lint: install
 	$(BIN)/ruff check .

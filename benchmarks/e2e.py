@@ -125,8 +125,6 @@ def finetune_main(model: str, n: int, batch: int, reps: int = 1) -> dict:
 
 
 def ratecoded_main() -> dict:
-    """SpikingJelly ann2snn on the sample CNN at T = 4..256 (contrast row), if installed."""
-    if importlib.util.find_spec("spikingjelly") is None:
-        return {"skip": "SpikingJelly not installed (optional; install it with --no-deps in a "
-                        "separate venv)"}
-    return {"skip": "SpikingJelly is installed, but the T sweep is not written yet"}
+    """The rate-coded contrast is a separate run (its T sweep alone takes minutes)."""
+    return {"skip": "separate run: `make bench-ratecoded` (benchmarks/ratecoded.py, SpikingJelly "
+                    "installed --no-deps); its latest table is in benchmarks/README.md"}

@@ -314,13 +314,18 @@ def _print_verify_integer(rep: dict) -> None:
 def _print_verify(rep: dict) -> None:
     from rich.table import Table
 
+    from .report import tensor_cell
+
     t = Table(title=f"verify {rep['model']} against {rep['onnx']}", title_justify="left")
-    for col in ("layer", "kind", "ONNX tensor", "err abs (f64)", "err rel (f64)",
+    for col in ("layer", "kind", "ONNX tensor (how)", "err abs (f64)", "err rel (f64)",
                 "err rel (ORT)", "clipped", "spikes/neuron"):
-        t.add_column(col, justify="left" if col in ("layer", "kind", "ONNX tensor") else "right")
+        t.add_column(col, justify="left" if col in ("layer", "kind", "ONNX tensor (how)")
+                     else "right")
     for c in rep["layers"]:
         ort_rel = c["err_rel_ort"]
-        t.add_row(c["name"], c["kind"], c["onnx_tensor"] or "", f"{c['err_abs64']:.2e}",
+        t.add_row(c["name"], c["kind"], tensor_cell(c["onnx_tensor"], c.get("fused", ()),
+                                                     c.get("note", "")),
+                  f"{c['err_abs64']:.2e}",
                   f"{c['err_rel64']:.2e}", "" if ort_rel is None else f"{ort_rel:.2e}",
                   str(c["clipped"]), f"{c['spikes_per_neuron']:.3f}"
                   if c["kind"] not in ("readout",) else "")

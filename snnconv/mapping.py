@@ -391,12 +391,12 @@ class Mapper:
                         shift=-np.asarray(out_bias, np.float64) / out_scale)
 
     @staticmethod
-    def _piece(tensor: str, sign: int) -> Relation | None:
-        """Relation of a piece relu(sign * x) of an activation of tensor x."""
+    def _piece(tensor: str, sign: int, node: ir.Node) -> Relation | None:
+        """Relation of a piece relu(sign * x) of ``node``, an activation of tensor x."""
         if "::" in tensor:
             return None
         return Relation(tensor, scale=np.array(float(sign)), note="positive part" if sign > 0
-                        else "negative part")
+                        else "negative part", fused=(_describe(node),))
 
     @staticmethod
     def _scaled(e: Expr, scale, bias) -> Expr:
@@ -489,7 +489,9 @@ class Mapper:
                                bias=compress(out.bias, out.shape),
                                relation=Relation(self.g.output, note="output logits"))
         self.add(readout)
-        return self._prune()
+        layers = self._prune()
+        record_fused(layers, self.g)
+        return layers
 
     def _prune(self) -> list[Layer]:
         """Drop layers the readout does not depend on (dead branches of the ONNX graph)."""
@@ -692,10 +694,10 @@ class Mapper:
         neg_scale = compress(neg_scale, e.shape)
         if e.pending is None and self._nonneg(e):  # x >= 0: relu(-x) = 0
             return Expr(e.shape, list(e.terms), e.bias)
-        pos = self.activation(x, n, relation=self._piece(x, 1), suffix="+")
+        pos = self.activation(x, n, relation=self._piece(x, 1, n), suffix="+")
         if np.all(neg_scale == 0):
             return pos
-        neg = self.activation(x, n, sign=-1, out_scale=neg_scale, relation=self._piece(x, -1),
+        neg = self.activation(x, n, sign=-1, out_scale=neg_scale, relation=self._piece(x, -1, n),
                               suffix="-")
         return self._sum(pos, neg)
 
@@ -752,6 +754,36 @@ class Mapper:
         if mx:
             return self.activation(cur, n, shift=-c, out_bias=c)
         return self.activation(cur, n, sign=-1, shift=c, out_scale=-1.0, out_bias=c)
+
+
+def _describe(node: ir.Node) -> str:
+    folded = " (folded)" if isinstance(node, ir.Affine) else ""
+    return f"{node.op_type} {node.name or node.output}{folded}"
+
+
+def record_fused(layers: list[Layer], graph: ir.Graph) -> None:
+    """Name, in each layer's relation, the ONNX nodes it carries: those between the tensors
+    other layers carry (or the graph input) and the layer's own tensor, so reports can say
+    "Conv c1 + BatchNormalization bn1 (folded) + Relu r1" rather than only the tensor."""
+    producer = {n.output: n for n in graph.nodes}
+    order = {n.output: i for i, n in enumerate(graph.nodes)}
+    carried = {la.relation.tensor for la in layers if la.relation is not None} | {graph.input}
+    for la in layers:
+        rel = la.relation
+        if rel is None or la.kind == "input":
+            continue
+        seen: set[str] = set()
+        stack = [rel.tensor]
+        while stack:
+            t = stack.pop()
+            if t in seen or (t != rel.tensor and t in carried) or t not in producer:
+                continue
+            seen.add(t)
+            stack.extend(producer[t].inputs)
+        walked = tuple(_describe(producer[t]) for t in sorted(seen, key=order.__getitem__))
+        # a piece of a split activation relates to the activation's input: the mapper named
+        # the activation itself beforehand
+        rel.fused = walked + tuple(f for f in rel.fused if f not in walked)
 
 
 def map_graph(graph: ir.Graph, lo, hi) -> list[Layer]:

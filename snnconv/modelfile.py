@@ -111,8 +111,8 @@ def _rel_to(rel: Relation | None, key: str, tensors: dict) -> dict | None:
         return None
     tensors[f"{key}.relation.scale"] = np.asarray(rel.scale, np.float64)
     tensors[f"{key}.relation.shift"] = np.asarray(rel.shift, np.float64)
-    return {"tensor": rel.tensor, "note": rel.note, "scale": f"{key}.relation.scale",
-            "shift": f"{key}.relation.shift"}
+    return {"tensor": rel.tensor, "note": rel.note, "fused": list(rel.fused),
+            "scale": f"{key}.relation.scale", "shift": f"{key}.relation.shift"}
 
 
 def _groups_to(groups: list[Group], key: str, tensors: dict) -> list[dict]:
@@ -192,7 +192,8 @@ def from_header(header: dict, tensors: dict[str, np.ndarray], name: str = "") ->
             r = d.get("relation")
             if r:
                 common["relation"] = Relation(r["tensor"], T(r["scale"]), T(r["shift"]),
-                                              r.get("note", ""))
+                                              r.get("note", ""),
+                                              tuple(str(f) for f in r.get("fused", ())))
             k = d["kind"]
             if k == "input":
                 la = InputLayer(**common, lo=T(d["lo"]), hi=T(d["hi"]))

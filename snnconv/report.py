@@ -34,8 +34,10 @@ def layer_rows(snn: SNN) -> list[dict]:
              "stage": la.stage, "t_min": la.t_min, "t_max": la.t_max, "window": la.window}
         if la.relation is not None:
             r["onnx_tensor"] = la.relation.tensor
-            if la.relation.note:
-                r["relation"] = la.relation.note
+            if la.relation.how:
+                r["relation"] = la.relation.how
+                r["fused"] = list(la.relation.fused)
+                r["note"] = la.relation.note
         if isinstance(la, NeuronLayer):
             theta = np.asarray(la.theta_rel) + la.window / snn.tau_c
             r.update(threshold_min=float(theta.min()), threshold_max=float(theta.max()),
@@ -81,6 +83,18 @@ def summary(snn: SNN) -> dict:
     }
 
 
+def tensor_cell(tensor: str | None, fused=(), note: str = "") -> str:
+    """The ONNX tensor a layer reproduces and, below it (dim), how: the op types fused into
+    the layer (node names are in --json) and any +/- split or offset coding."""
+    from rich.markup import escape
+
+    if not tensor:
+        return ""
+    ops = [f.split(" ", 1)[0] + (" (folded)" if f.endswith("(folded)") else "") for f in fused]
+    how = "; ".join(([" + ".join(ops)] if ops else []) + ([note] if note else []))
+    return escape(tensor) + (f"\n[dim]{escape(how)}[/]" if how else "")
+
+
 def layer_table(rows: list[dict], title: str = "layers"):
     from rich.table import Table
 
@@ -88,7 +102,7 @@ def layer_table(rows: list[dict], title: str = "layers"):
     for col, j in (("layer", "left"), ("kind", "left"), ("shape", "left"), ("stage", "right"),
                    ("t_min", "right"), ("t_max", "right"), ("window", "right"),
                    ("threshold", "right"), ("win/max", "right"), ("spk/neuron", "right"),
-                   ("inputs (delay)", "left")):
+                   ("inputs (delay)", "left"), ("ONNX tensor (how)", "left")):
         t.add_column(col, justify=j)
     for r in rows:
         th = ""
@@ -101,5 +115,6 @@ def layer_table(rows: list[dict], title: str = "layers"):
                   f"{r['t_min']:.6g}", f"{r['t_max']:.6g}",
                   f"{r['window']:.6g}" if r["kind"] != "readout" else "",
                   th, f"{r['window_value_ratio']:.2f}" if "window_value_ratio" in r else "",
-                  f"{r['spikes_per_neuron']:.3f}" if "spikes_per_neuron" in r else "", ins)
+                  f"{r['spikes_per_neuron']:.3f}" if "spikes_per_neuron" in r else "", ins,
+                  tensor_cell(r.get("onnx_tensor"), r.get("fused", ()), r.get("note", "")))
     return t

@@ -341,6 +341,15 @@ class Relation:
     scale: np.ndarray = field(default_factory=lambda: np.array(1.0))
     shift: np.ndarray = field(default_factory=lambda: np.array(0.0))
     note: str = ""
+    # the ONNX nodes whose computation this layer carries ("Conv conv1", "BatchNormalization
+    # bn1 (folded)", ...), from the tensors other layers carry up to ``tensor``
+    fused: tuple[str, ...] = ()
+
+    @property
+    def how(self) -> str:
+        """One line for reports: which ONNX nodes were fused into the layer, and any split."""
+        parts = [" + ".join(self.fused)] if self.fused else []
+        return "; ".join(parts + ([self.note] if self.note else []))
 
 
 @dataclass

@@ -112,6 +112,8 @@ class LayerCheck:
     kind: str
     onnx_tensor: str | None
     neurons: int
+    fused: tuple[str, ...] = ()  # the ONNX nodes fused into the layer (Relation.fused)
+    note: str = ""  # +/- split, offset coding (Relation.note)
     err_abs64: float = 0.0  # decoded spike times vs the float64 network
     err_rel64: float = 0.0
     err_abs_ort: float | None = None  # vs onnxruntime's intermediate tensor
@@ -341,7 +343,9 @@ def verify(model, onnx=None, data=None, *, n: int | None = None, atol: float | N
                       None and rtol is None else {"atol": atol or 0.0, "rtol": rtol or 0.0},
                       "reference64_rtol": rtol64}
     checks = {la.name: LayerCheck(la.name, la.kind, la.relation.tensor if la.relation else None,
-                                  la.size) for la in snn.layers}
+                                  la.size, *((la.relation.fused, la.relation.note)
+                                             if la.relation else ()))
+              for la in snn.layers}
     correct_ann = correct_snn = agree = 0
     synops = 0.0
     spikes = neurons = 0
