@@ -89,6 +89,9 @@ def rate_coded_sweep(model, xtr, xte, yte, ann_pred, mode, batch, t_max=max(T_SW
     n_neurons = 0
     try:
         with torch.no_grad():
+            for _ in range(3):  # warm-up: first calls allocate and dispatch lazily
+                snn(torch.as_tensor(xte[:batch]))
+            functional.reset_net(snn)
             for xb, yb, ab in zip(_batches(xte, batch), _batches(yte, batch),
                                   _batches(ann_pred, batch), strict=True):
                 functional.reset_net(snn)

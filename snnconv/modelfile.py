@@ -62,14 +62,20 @@ def unpack(path, fmt: str, version: int) -> tuple[dict, dict[str, np.ndarray]]:
     p = Path(path)
     if not p.is_file():
         raise ModelFileError(f"{p}: file not found")
-    data = p.read_bytes()
-    if len(data) < 8:
-        raise ModelFileError(f"{p}: not a snnconv model file (too short)")
-    (n,) = struct.unpack("<Q", data[:8])
-    if n > len(data) - 8 or n > 100_000_000:
-        raise ModelFileError(f"{p}: not a snnconv model file, or truncated (bad header length)")
+    # the header alone is read here; the tensors are read from a memory map below, so peak
+    # memory is the tensors once, not the file's bytes and the tensors
+    size = p.stat().st_size
+    with p.open("rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ModelFileError(f"{p}: not a snnconv model file (too short)")
+        (n,) = struct.unpack("<Q", head)
+        if n > size - 8 or n > 100_000_000:
+            raise ModelFileError(f"{p}: not a snnconv model file, or truncated (bad header "
+                                 "length)")
+        raw = f.read(n)
     try:
-        outer = json.loads(data[8:8 + n].decode("utf-8"))
+        outer = json.loads(raw.decode("utf-8"))
         meta = outer.get("__metadata__") or {}
     except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
         raise ModelFileError(f"{p}: not a snnconv model file (unreadable header)") from None
@@ -88,9 +94,10 @@ def unpack(path, fmt: str, version: int) -> tuple[dict, dict[str, np.ndarray]]:
     if ver < 1:
         raise ModelFileError(f"{p}: unknown format version {ver}")
     try:
-        from safetensors.numpy import load
+        from safetensors import safe_open
 
-        tensors = load(data)
+        with safe_open(str(p), framework="numpy") as sf:
+            tensors = {k: sf.get_tensor(k) for k in sf.keys()}  # noqa: SIM118 - not a dict
     except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
         raise ModelFileError(f"{p}: corrupt or truncated ({type(e).__name__})") from None
     text = meta.get("header", "")
