@@ -25,10 +25,32 @@ def pad_spatial(x: torch.Tensor, begin: Sequence[int], end: Sequence[int], value
     return F.pad(x, spec, value=value)
 
 
+# float64 2-D convolutions with at most this many output positions run as one GEMM (below)
+GEMM_MAX_POSITIONS = 16
+
+
 def conv(x, weight, bias, stride, pads_begin, pads_end, dilation, groups):
     nd = weight.dim() - 2
     x = pad_spatial(x, pads_begin, pads_end)
+    if x.dtype == torch.float64 and nd == 2 and groups == 1:
+        out = [(n - d * (k - 1) - 1) // s + 1 for n, k, s, d in
+               zip(x.shape[2:], weight.shape[2:], stride, dilation)]
+        if min(out) > 0 and out[0] * out[1] <= GEMM_MAX_POSITIONS:
+            return _conv2d_gemm(x, weight, bias, stride, dilation, out)
     return _CONV[nd](x, weight, bias, stride=tuple(stride), dilation=tuple(dilation), groups=groups)
+
+
+def _conv2d_gemm(x, weight, bias, stride, dilation, out):
+    """A float64 convolution on a small output map as one (N*L, C*k*k) x (C*k*k, Cout) GEMM.
+
+    torch has no float64 oneDNN kernel: its float64 conv2d runs one small GEMM per sample,
+    which on deep layers (a few output positions) reaches a fifth of the BLAS's float64 rate.
+    """
+    n, cout = x.shape[0], weight.shape[0]
+    cols = F.unfold(x, tuple(weight.shape[2:]), dilation=tuple(dilation), stride=tuple(stride))
+    y = cols.transpose(1, 2).reshape(-1, cols.shape[1]) @ weight.reshape(cout, -1).t()
+    y = y.reshape(n, out[0] * out[1], cout).transpose(1, 2).reshape(n, cout, *out)
+    return y if bias is None else y + bias.reshape(1, -1, 1, 1)
 
 
 def _extend_for_output(in_size, begin, end, kernel, stride, dilation, out_size):

@@ -46,39 +46,69 @@ def _absnode(node: ir.Node) -> ir.Node:
     return node
 
 
-@torch.no_grad()
-def float32_bound(graph: ir.Graph, x: torch.Tensor) -> torch.Tensor:
-    """Per-element bound on |float32 result - exact result| of the graph's output.
+def _compute_nodes(graph: ir.Graph) -> list[tuple[ir.Node, int]]:
+    """Nodes that round (with their fan-in, the n of gamma(n)), for the bound's headroom."""
+    out = []
+    for node in graph.nodes:
+        if isinstance(node, ir.ConvTranspose):  # (Cin, Cout/group, *kernel)
+            out.append((node, node.weight.shape[0] // node.group *
+                        int(np.prod(node.weight.shape[2:])) + 2))
+        elif isinstance(node, (ir.Conv, ir.Dense)):
+            out.append((node, int(np.prod(node.weight.shape[1:])) + 2))
+        elif isinstance(node, ir.Affine):
+            out.append((node, 4))
+        elif isinstance(node, ir.Pool) and node.kind == "avg":
+            out.append((node, int(np.prod(node.kernel)) + 1))
+    return out
 
-    Running error analysis on the actual activations x of each layer: a layer with fan-in n adds
+
+@torch.no_grad()
+def forward_with_bound(graph: ir.Graph, x: torch.Tensor, keep: set[str] | None = None):
+    """The float64 evaluation of the graph (output and the tensors in ``keep``, as
+    ``graph.forward``) and, in the same pass, a per-element bound on |float32 result - exact
+    result| of its output.
+
+    Running error analysis on the actual activations of each layer: a layer with fan-in n adds
     gamma(n + 2) (|W| |x| + |b|) (the +2 covers weights folded in float32, e.g. BatchNorm merged
     into a convolution by the runtime), and errors of its input propagate through |W|; ReLU and
-    max-pool do not increase errors, and a ReLU whose input is below -E passes none.
+    max-pool do not increase errors, and a ReLU whose input is below -E passes none. Both terms
+    go through |W| at once, |W| (E + gamma |x|) + gamma |b|, and are magnitudes: they are
+    computed in float32 (a fraction of a float64 pass), and the result is widened by the
+    float32 rounding of that computation, at most the sum of gamma(n) over the layers.
     """
+    x = torch.as_tensor(x, dtype=torch.float64)
+    keep = keep or set()
+    kept = {graph.input: x} if graph.input in keep else {}
     V = {graph.input: x}
-    E = {graph.input: torch.zeros_like(x)}
-    for node in graph.nodes:
+    E = {graph.input: torch.zeros_like(x, dtype=torch.float32)}
+    fan_in = {id(node): n for node, n in _compute_nodes(graph)}
+    last_use = {}
+    for idx, node in enumerate(graph.nodes):
+        for i in node.inputs:
+            last_use[i] = idx
+    for idx, node in enumerate(graph.nodes):
         xs = [V[i] for i in node.inputs]
         es = [E[i] for i in node.inputs]
         y = node.forward(*xs)
         an = _absnode(node)
-        if isinstance(node, (ir.Conv, ir.Dense, ir.ConvTranspose)):
-            n = int(np.prod(node.weight.shape[1:]))
-            if isinstance(node, ir.ConvTranspose):  # (Cin, Cout/group, *kernel)
-                n = node.weight.shape[0] // node.group * int(np.prod(node.weight.shape[2:]))
-            e = dataclasses.replace(an, bias=None).forward(es[0]) + \
-                _gamma(n + 2) * an.forward(xs[0].abs())
-        elif isinstance(node, ir.Affine):
-            e = dataclasses.replace(an, shift=np.zeros_like(an.shift)).forward(es[0]) + \
-                _gamma(4) * an.forward(xs[0].abs())
+        if id(node) in fan_in and not isinstance(node, ir.Pool):
+            g = _gamma(fan_in[id(node)])
+            mag = es[0] + g * xs[0].abs().to(torch.float32)
+            if isinstance(node, ir.Affine):
+                e = dataclasses.replace(an, shift=np.zeros_like(an.shift)).forward(mag) + \
+                    g * torch.as_tensor(an.shift, dtype=torch.float32)
+            else:
+                e = dataclasses.replace(an, bias=None).forward(mag)
+                if an.bias is not None:
+                    cs = (1, -1) + (1,) * (e.dim() - 2)
+                    e = e + g * torch.as_tensor(an.bias, dtype=torch.float32).reshape(cs)
         elif isinstance(node, ir.Pool) and node.kind == "avg":
-            e = node.forward(es[0]) + _gamma(int(np.prod(node.kernel)) + 1) * \
-                node.forward(xs[0].abs())
+            e = node.forward(es[0] + _gamma(fan_in[id(node)]) * xs[0].abs().to(torch.float32))
         elif isinstance(node, ir.Add):
-            e = es[0] + es[1] + EPS32 * y.abs()
+            e = es[0] + es[1] + EPS32 * y.abs().to(torch.float32)
         elif isinstance(node, ir.PRelu):  # Lipschitz max(1, |slope|), one rounded product
-            lip = torch.clamp(torch.as_tensor(np.abs(node.slope), dtype=es[0].dtype), min=1.0)
-            e = lip * es[0] + EPS32 * y.abs()
+            lip = torch.clamp(torch.as_tensor(np.abs(node.slope), dtype=torch.float32), min=1.0)
+            e = lip * es[0] + EPS32 * y.abs().to(torch.float32)
         elif isinstance(node, ir.Abs):
             e = es[0]
         elif isinstance(node, ir.Extremum):  # max and min are 1-Lipschitz in every argument
@@ -87,21 +117,30 @@ def float32_bound(graph: ir.Graph, x: torch.Tensor) -> torch.Tensor:
                 e = torch.maximum(e, other)
         elif isinstance(node, ir.Relu):
             # an input below -E stays cut off in both computations: no error passes
-            e = torch.where(xs[0] > -es[0], es[0], torch.zeros_like(es[0]))
+            e = torch.where(xs[0] > -es[0].to(xs[0].dtype), es[0], torch.zeros_like(es[0]))
         elif isinstance(node, ir.Clip):
             lo = -math.inf if node.lo is None else node.lo
             hi = math.inf if node.hi is None else node.hi
-            e = torch.where((xs[0] > lo - es[0]) & (xs[0] < hi + es[0]), es[0],
+            e64 = es[0].to(xs[0].dtype)
+            e = torch.where((xs[0] > lo - e64) & (xs[0] < hi + e64), es[0],
                             torch.zeros_like(es[0]))
         else:  # max-pool, reshape, pad, concat: move values, add no rounding
             e = node.forward(*es)
         V[node.output], E[node.output] = y, e
+        if node.output in keep:
+            kept[node.output] = y
         for i in node.inputs:  # keep memory to what later nodes read
-            if i != graph.output and all(i not in m.inputs for m in graph.nodes[
-                    graph.nodes.index(node) + 1:]):
+            if last_use.get(i) == idx and i != graph.output:
                 V.pop(i, None)
                 E.pop(i, None)
-    return E[graph.output]
+    headroom = 1.0 + sum(_gamma(n) for n in fan_in.values()) + len(graph.nodes) * EPS32
+    return V[graph.output], kept, E[graph.output].to(torch.float64) * headroom
+
+
+def float32_bound(graph: ir.Graph, x: torch.Tensor) -> torch.Tensor:
+    """Per-element bound on |float32 result - exact result| of the graph's output (see
+    ``forward_with_bound``)."""
+    return forward_with_bound(graph, x)[2]
 
 
 # --- report ---------------------------------------------------------------------------------------
@@ -362,7 +401,10 @@ def verify(model, onnx=None, data=None, *, n: int | None = None, atol: float | N
             xb32 = xb.astype(np.float32)
             x64 = torch.as_tensor(xb32.astype(np.float64))
             ort_out = runner.run(xb32, ort_avail)
-            ref64, kept = graph.forward(x64, keep=set(tensors))
+            if atol is None and rtol is None:  # the float32 error bound in the same pass
+                ref64, kept, bound32 = forward_with_bound(graph, x64, keep=set(tensors))
+            else:
+                ref64, kept = graph.forward(x64, keep=set(tensors))
             layer_vals: dict[str, torch.Tensor] = {}
 
             def observe(layer, s, layer_vals=layer_vals):
@@ -412,8 +454,12 @@ def verify(model, onnx=None, data=None, *, n: int | None = None, atol: float | N
             # synaptic events: every spike of a source travels along its non-zero synapses
             for la in snn.layers:
                 for g in getattr(la, "groups", []):
-                    ind = (layer_vals[g.source] > 0).to(torch.float64)
-                    synops += float(chain_apply(_indicator_ops(g.ops), ind).sum())
+                    # counts of 0/1 synapses: integers, exact in float32 below 2^24
+                    ind = (layer_vals[g.source] > 0).to(torch.float32)
+                    cnt = chain_apply(_indicator_ops(g.ops), ind)
+                    if float(cnt.max()) >= 2 ** 24:  # pragma: no cover - 16M-synapse fan-in
+                        cnt = chain_apply(_indicator_ops(g.ops), ind.to(torch.float64))
+                    synops += float(cnt.sum(dtype=torch.float64))
                 if isinstance(la, NeuronLayer):
                     spikes += int((layer_vals[la.name] > 0).sum())
                     neurons += la.size * len(xb)
@@ -432,7 +478,7 @@ def verify(model, onnx=None, data=None, *, n: int | None = None, atol: float | N
             rep.ort_err_max = max(rep.ort_err_max, float(rel_ort.max()))
             diff = (logits - ort_y).abs()
             if atol is None and rtol is None:
-                bound = float32_bound(graph, x64).reshape(logits.shape) + \
+                bound = bound32.reshape(logits.shape) + \
                     rtol64 * ref64.reshape(logits.shape).abs().amax(1, keepdim=True)
             else:
                 bound = (atol or 0.0) + (rtol or 0.0) * ort_y.abs().amax(1, keepdim=True) \

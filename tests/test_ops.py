@@ -753,3 +753,25 @@ def test_maxpool_of_nonnegative_combination(source):
     p = g.op("MaxPool", [t], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
     y = g.op("Relu", [g.conv(p, c, 4, 3, pads=[1, 1, 1, 1])])
     run(g, head(g, y, 64), label=f"maxpool-of-{source}")
+
+
+@pytest.mark.parametrize("stride,dilation,pb,pe", [((1, 1), (1, 1), (1, 1), (1, 1)),
+                                                   ((2, 3), (1, 1), (1, 0), (2, 1)),
+                                                   ((3, 2), (2, 1), (2, 2), (0, 1))])
+def test_float64_conv_gemm_path_matches_conv2d(stride, dilation, pb, pe):
+    """Small float64 output maps take one GEMM (kernels.GEMM_MAX_POSITIONS): same values as
+    torch's conv2d to float64 rounding, bias included."""
+    import torch
+    import torch.nn.functional as F
+
+    from snnconv import kernels
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(5, 4, 4, 3, generator=g, dtype=torch.float64)
+    w = torch.randn(3, 4, 3, 2, generator=g, dtype=torch.float64)
+    b = torch.randn(3, generator=g, dtype=torch.float64)
+    ref = F.conv2d(kernels.pad_spatial(x, pb, pe), w, b, stride=stride, dilation=dilation)
+    assert ref.shape[2] * ref.shape[3] <= kernels.GEMM_MAX_POSITIONS
+    got = kernels.conv(x, w, b, stride, pb, pe, dilation, 1)
+    assert got.shape == ref.shape
+    torch.testing.assert_close(got, ref, rtol=1e-13, atol=1e-13)
