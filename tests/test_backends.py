@@ -281,3 +281,22 @@ def test_cached_session_follows_replaced_arrays(models):
     onnx_backend.forget(snn)
     assert torch.allclose(simulate(snn, x, torch.float32, backend="onnx").logits, first + 2.0,
                           atol=1e-4)
+
+
+def test_weights_go_to_onnxruntime_once():
+    """OnnxSimulator hands large arrays to onnxruntime as external initializers: the model it
+    serialises holds placeholders only (the weights are not copied into the proto and its
+    bytes), and the results are those of the self-contained model."""
+    snn = snnconv.convert(SAMPLES / "cnn.onnx", SAMPLES / "digits_train.npz")
+    ext: dict[str, np.ndarray] = {}
+    lean, _, _ = onnx_backend.build_model(snn, torch.float32, stats=False, external=ext)
+    full, _, _ = onnx_backend.build_model(snn, torch.float32, stats=False)
+    assert ext and all(a.size >= onnx_backend.EXTERNAL_MIN_SIZE for a in ext.values())
+    held = sum(a.nbytes for a in ext.values())
+    assert len(full.SerializeToString()) - len(lean.SerializeToString()) >= 0.9 * held
+    x = np.load(SAMPLES / "digits_test.npz")["x"][:64]
+    sim = onnx_backend.OnnxSimulator(snn, torch.float32, stats=False)
+    import onnxruntime as ort
+
+    ref = ort.InferenceSession(full.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(sim(x).logits.numpy(), ref.run(["logits"], {"x": x})[0])

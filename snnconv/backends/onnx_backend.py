@@ -31,8 +31,14 @@ class UnsupportedError(ValueError):
     """The SNN uses something this backend does not emit."""
 
 
+# arrays of at least this many elements go to onnxruntime as external initializers when the
+# caller collects them (OnnxSimulator): the weights then exist once, not also in the ModelProto
+# and its serialised bytes while the session is built
+EXTERNAL_MIN_SIZE = 1024
+
+
 class _Emitter:
-    def __init__(self, dtype):
+    def __init__(self, dtype, external: dict[str, np.ndarray] | None = None):
         self.np = _NP[dtype]
         self.elem = _ELEM[dtype]
         self.nodes: list[onnx.NodeProto] = []
@@ -40,6 +46,7 @@ class _Emitter:
         self._n = 0
         self._consts: dict = {}
         self.count_elem = TensorProto.FLOAT
+        self.external = external
 
     def name(self, hint: str) -> str:
         self._n += 1
@@ -53,7 +60,14 @@ class _Emitter:
             if key in self._consts:
                 return self._consts[key]
         n = self.name(hint)
-        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(a), n))
+        if self.external is not None and a.size >= EXTERNAL_MIN_SIZE:
+            t = TensorProto(name=n, data_type=helper.np_dtype_to_tensor_dtype(a.dtype),
+                            dims=a.shape, data_location=TensorProto.EXTERNAL)
+            t.external_data.add(key="location", value="snnconv-in-memory")
+            self.inits.append(t)
+            self.external[n] = np.ascontiguousarray(a)
+        else:
+            self.inits.append(numpy_helper.from_array(np.ascontiguousarray(a), n))
         if key is not None:
             self._consts[key] = n
         return n
@@ -231,13 +245,16 @@ def _emit_input(em: _Emitter, layer: InputLayer, stats: bool, tau: float):
     return s, clipped
 
 
-def build_model(snn: SNN, dtype=torch.float32, record=False, stats: bool = True):
+def build_model(snn: SNN, dtype=torch.float32, record=False, stats: bool = True,
+                external: dict[str, np.ndarray] | None = None):
     """The ONNX model of ``simulate(snn, x, dtype)``: input ``x`` (N, *input shape), outputs
     ``logits``, ``stats`` (k * N per-sample spike and clip counts, k = len(stat_names)) and
-    ``s:<layer>`` for recorded layers. Returns (model, stat_names, recorded layer names)."""
+    ``s:<layer>`` for recorded layers. Returns (model, stat_names, recorded layer names).
+    With ``external`` (a dict), large arrays are left out of the model (external placeholders)
+    and put there, for ``SessionOptions.add_external_initializers``."""
     if dtype not in _ELEM:
         raise UnsupportedError(f"dtype {dtype} (float32 or float64 only)")
-    em = _Emitter(dtype)
+    em = _Emitter(dtype, external)
     if max(la.size for la in snn.layers) >= 2 ** 24:  # pragma: no cover - 16M neurons/sample
         em.count_elem = TensorProto.DOUBLE
     tau = float(snn.tau_c)
@@ -321,11 +338,17 @@ class OnnxSimulator:
         import onnxruntime as ort
 
         self.snn, self.dtype, self.stats = snn, dtype, stats
-        model, self._stat_names, self.recorded = build_model(snn, dtype, record, stats)
+        external: dict[str, np.ndarray] = {}
+        model, self._stat_names, self.recorded = build_model(snn, dtype, record, stats,
+                                                             external)
         so = ort.SessionOptions()
         so.log_severity_level = 3
         if threads:
             so.intra_op_num_threads = threads
+        # onnxruntime reads these buffers in place: they live as long as the session
+        self._weights = [ort.OrtValue.ortvalue_from_numpy(a) for a in external.values()]
+        if external:
+            so.add_external_initializers(list(external), self._weights)
         try:
             self.session = ort.InferenceSession(model.SerializeToString(), so,
                                                 providers=["CPUExecutionProvider"])
