@@ -240,7 +240,7 @@ def _resolve(snn: SNN, onnx_path, data_path, warnings: list[str]):
 
 def _per_sample_rel(a: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     a, ref = a.reshape(len(a), -1), ref.reshape(len(ref), -1)
-    err = (a - ref).abs().amax(1) if a.shape[1] else torch.zeros(len(a), dtype=a.dtype)
+    err = (a - ref).abs_().amax(1) if a.shape[1] else torch.zeros(len(a), dtype=a.dtype)
     den = ref.abs().amax(1) if ref.shape[1] else torch.ones(len(a), dtype=a.dtype)
     return err, err / torch.clamp(den, min=1e-300)
 
@@ -248,16 +248,29 @@ def _per_sample_rel(a: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, t
 def _expected(layer: Layer, t: torch.Tensor, tau: float) -> torch.Tensor:
     """The value a layer should carry, from the original network's tensor (Relation)."""
     rel = layer.relation
-    t = t.reshape(len(t), *layer.shape).to(torch.float64)
-    v = t * torch.as_tensor(rel.scale, dtype=torch.float64) + torch.as_tensor(
-        rel.shift, dtype=torch.float64)
+    # a copy (t may be a kept tensor other layers compare with), then in place: these are
+    # full-size tensors of every layer of every batch
+    v = t.reshape(len(t), *layer.shape).to(torch.float64, copy=True)
+    if np.any(np.asarray(rel.scale) != 1.0):
+        v.mul_(torch.as_tensor(rel.scale, dtype=torch.float64))
+    if np.any(np.asarray(rel.shift) != 0.0):
+        v.add_(torch.as_tensor(rel.shift, dtype=torch.float64))
     if isinstance(layer, ReadoutLayer):
         return v
-    v = torch.clamp(v, min=0.0)
+    v.clamp_(min=0.0)
     cap = layer.window / tau if isinstance(layer, InputLayer) else None
     if isinstance(layer, NeuronLayer) and layer.saturating:
         cap = layer.cap
-    return v if cap is None else torch.clamp(v, max=cap)
+    return v if cap is None else v.clamp_(max=cap)
+
+
+def _compare(dec: torch.Tensor, exp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample abs / rel error of a layer against its expected values; non-finite expected
+    entries (none in the usual case) are left out."""
+    finite = torch.isfinite(exp)
+    if not bool(finite.all()):
+        dec, exp = torch.where(finite, dec, 0.0), torch.where(finite, exp, 0.0)
+    return _per_sample_rel(dec, exp)
 
 
 def _macs(graph: ir.Graph) -> float:
@@ -438,17 +451,12 @@ def verify(model, onnx=None, data=None, *, n: int | None = None, atol: float | N
                 if la.name not in comparable:
                     continue
                 if la.relation.tensor in kept and not allow_clipping:
-                    exp = _expected(la, kept[la.relation.tensor], tau)
-                    mask = torch.isfinite(exp)
-                    e_abs, e_rel = _per_sample_rel(torch.where(mask, dec, 0.0),
-                                                   torch.where(mask, exp, 0.0))
+                    e_abs, e_rel = _compare(dec, _expected(la, kept[la.relation.tensor], tau))
                     c.err_abs64 = max(c.err_abs64, float(e_abs.max()))
                     c.err_rel64 = max(c.err_rel64, float(e_rel.max()))
                 if la.relation.tensor in ort_out:
-                    exp = _expected(la, torch.as_tensor(ort_out[la.relation.tensor]), tau)
-                    mask = torch.isfinite(exp)
-                    e_abs, e_rel = _per_sample_rel(torch.where(mask, dec, 0.0),
-                                                   torch.where(mask, exp, 0.0))
+                    e_abs, e_rel = _compare(dec, _expected(
+                        la, torch.as_tensor(ort_out[la.relation.tensor]), tau))
                     c.err_abs_ort = max(c.err_abs_ort or 0.0, float(e_abs.max()))
                     c.err_rel_ort = max(c.err_rel_ort or 0.0, float(e_rel.max()))
             # synaptic events: every spike of a source travels along its non-zero synapses
