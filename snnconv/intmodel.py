@@ -319,6 +319,9 @@ def _limit(v: torch.Tensor, bits: int, mode: str) -> tuple[torch.Tensor, torch.T
     mn, mx = torch.aminmax(v)
     if int(mn) >= lo and int(mx) <= hi:
         return v, None
+    if v.is_floating_point():  # exact integers in a float dtype: wrap in int64, exactly
+        w, bad = _limit(v.to(torch.int64), bits, mode)
+        return w.to(v.dtype), bad
     bad = (v > hi) | (v < lo)
     if mode == "wrap":
         m = 2 ** bits
@@ -375,7 +378,28 @@ def golden(net: QNet, x, record: bool | set = False, dtype: torch.dtype | None =
             z = None
             for gi, g in enumerate(la.groups):
                 y = comp.group(la, gi, env[g.source])
-                z = y if z is None else z + y
+                if z is None:  # z is updated in place: never a view of a source's values
+                    shared = y.untyped_storage().data_ptr() == \
+                        env[g.source].untyped_storage().data_ptr()
+                    z = y.clone() if shared else y
+                else:
+                    z = z.add_(y)
+            v = _fire_in_range(la, z, comp, noise, generator)
+            if v is not None:  # the usual case: no register can overflow on this batch
+                if la.kind == "readout":
+                    res.logits = v
+                    res.overflow[la.name] = 0
+                    break
+                res.overflow[la.name] = 0
+                res.spikes[la.name] = int(torch.count_nonzero(v))
+                if record is True or (isinstance(record, set) and la.name in record):
+                    res.ticks[la.name] = v.to(torch.int64)
+                env[la.name] = v
+                for s in la.sources():
+                    uses[s] -= 1
+                    if uses[s] == 0:
+                        env.pop(s, None)
+                continue
             z = z.to(torch.int64)
             z, bad = _limit(z, la.widths["V"], net.overflow)
             nb = 0 if bad is None else int(bad.sum())
@@ -407,6 +431,34 @@ def golden(net: QNet, x, record: bool | set = False, dtype: torch.dtype | None =
             if uses[s] == 0:
                 env.pop(s, None)
     return res
+
+
+def _fire_in_range(la: QLayer, z: torch.Tensor, comp: Compiled, noise: float,
+                   generator: torch.Generator | None) -> torch.Tensor | None:
+    """A layer's output from its potential z (integers held exactly in z's float dtype) when
+    no V register overflows: readout logits (int64), or x_ticks = clamp(floor((z + b) / R), 0,
+    T) in z's dtype. None when a register might overflow (the caller's int64 path then counts
+    it exactly). Float division floors exactly here: for integers |p| < 2^24 (2^53 in float64,
+    ``exact_dtype``) a non-integer p / R is at least 1 / R from every integer and the rounding
+    error is below |p| 2^-24 / R. In place, one pass per step: the int64 path's conversions and
+    int64 division cost more than the convolutions."""
+    bits = la.widths["V"]
+    hi, lo = 2 ** (bits - 1) - 1, -(2 ** (bits - 1))
+    if z.numel() == 0:
+        return None
+    zmin, zmax = (float(t) for t in torch.aminmax(z))
+    if zmin < lo or zmax > hi:
+        return None
+    if la.kind == "readout":
+        return z.to(torch.int64) + torch.as_tensor(np.asarray(la.bias, np.int64))
+    r = np.asarray(la.ramp, np.float64)
+    if zmin + float(r.min()) * la.ticks < lo or zmax + float(r.max()) * la.ticks > hi:
+        return None  # V after the last phase-2 tick might leave the register
+    v = z.add_(comp.bias[la.name]).div_(comp.ramp[la.name]).floor_().clamp_(0, la.ticks)
+    if noise:
+        jit = torch.round(torch.randn(v.shape, generator=generator, dtype=torch.float64) * noise)
+        v = torch.where(v > 0, torch.clamp(v + jit.to(v.dtype), 0, la.ticks), v)
+    return v
 
 
 def fire_ticks(la: QLayer, x_ticks: torch.Tensor) -> torch.Tensor:
@@ -455,34 +507,38 @@ def regsim(net: QNet, x, record: bool | set = False, dtype: torch.dtype | None =
 
 
 def _pool_ticks(net: QNet, la: QLayer, src: torch.Tensor) -> torch.Tensor:
-    """A pool unit emits a spike at the first tick any input (max) / all inputs (min) fired."""
+    """A pool unit has no register: its output line is the OR (max-pool) or the AND (min-pool
+    channels) of its input spike lines, so it first carries a spike at the earliest input
+    firing tick (OR) or, once every input has fired, at the latest (AND; never if one stays
+    silent). Padded taps carry no line."""
     args = net.pool_args(la)
-    mins = torch.as_tensor(np.asarray(la.minimum, bool).reshape(-1))
-    sel = mins.reshape((1, -1) + (1,) * (len(la.shape) - 1))
-    out = torch.full((src.shape[0], *la.shape), -1, dtype=torch.int64)
-    fired_src = torch.zeros(src.shape, dtype=torch.float32)
-    done = torch.zeros(out.shape, dtype=torch.bool)
-    for k in range(la.t_min, la.t_max):
-        fired_src = torch.maximum(fired_src, (src == k).to(torch.float32))
-        any_ = kernels.pool(fired_src, "max", *args) > 0
-        if bool(mins.any()):
-            all_ = kernels.pool(fired_src, "min", *args) > 0
-            now = torch.where(sel, all_, any_)
+    mins = np.asarray(la.minimum, bool).reshape(-1)
+    # silent (-1), or outside the pool's window: never
+    live = (src >= la.t_min) & (src < la.t_max)
+    t = torch.where(live, src.to(torch.float64), math.inf)
+    y = None
+    if not mins.all():
+        y = kernels.pool(t, "min", *args)  # padded taps are +inf: never first
+    if mins.any():
+        last = kernels.pool(t, "max", *args)  # padded taps are -inf: never last
+        if y is None:
+            y = last
         else:
-            now = any_
-        new = now & ~done
-        out[new] = k
-        done |= new
-    return out
+            sel = torch.as_tensor(mins).reshape((1, -1) + (1,) * (len(la.shape) - 1))
+            y = torch.where(sel, last, y)
+    return torch.nan_to_num(y, posinf=-1.0).to(torch.int64)
 
 
 def _layer_ticks(net: QNet, la: QLayer, comp: Compiled, env, dtype):
+    """The registers of one layer, tick by tick. I and V hold integers in ``dtype`` (exact: every
+    value the registers can take is below 2^24, or 2^53 in float64, ``exact_dtype``), updated
+    in place; a register that leaves its width is wrapped or saturated exactly (``_limit``)."""
     n = next(iter(env.values())).shape[0]
     shape = (n, *la.shape)
     wv, wi = la.widths["V"], la.widths["I"]
     mode = net.overflow
-    V = torch.zeros(shape, dtype=torch.int64)
-    current = torch.zeros(shape, dtype=torch.int64)
+    V = torch.zeros(shape, dtype=dtype)
+    current = torch.zeros(shape, dtype=dtype)
     bad = torch.zeros(shape, dtype=torch.bool)
     out = torch.full(shape, -1, dtype=torch.int64)
     fired = torch.zeros(shape, dtype=torch.bool)
@@ -499,8 +555,8 @@ def _layer_ticks(net: QNet, la: QLayer, comp: Compiled, env, dtype):
     is_out = la.kind == "readout"
     k_end = la.t_min if is_out else la.t_max
     if not is_out:
-        R = torch.as_tensor(np.asarray(la.ramp, np.int64))
-        theta = torch.as_tensor(la.theta)
+        R = comp.ramp[la.name]
+        theta = torch.as_tensor(np.asarray(la.theta, np.float64), dtype=dtype)
     # the ticks at which any spike arrives (others only integrate I)
     busy = set()
     for arr in arrivals:
@@ -509,23 +565,22 @@ def _layer_ticks(net: QNet, la: QLayer, comp: Compiled, env, dtype):
         for gi, arr in enumerate(arrivals):
             if k not in busy:
                 break
-            ind = arr == k
-            dI = comp.group(la, gi, ind.to(dtype)).to(torch.int64)
-            current, b = _limit(current + dI, wi, mode)
+            current.add_(comp.group(la, gi, (arr == k).to(dtype)))
+            current, b = _limit(current, wi, mode)
             if b is not None:
                 bad |= b
         if k < la.t_min:
-            V, b = _limit(V + current, wv, mode)
+            V, b = _limit(V.add_(current), wv, mode)
         else:
-            fire = (V >= theta) & ~fired
-            out = torch.where(fire, k, out)
-            fired |= fire
-            V, b = _limit(V + R, wv, mode)
+            fire = (V >= theta).logical_and_(~fired)
+            out.masked_fill_(fire, k)
+            fired.logical_or_(fire)
+            V, b = _limit(V.add_(R), wv, mode)
         if b is not None:
             bad |= b
     logits = None
     if is_out:
-        logits = V + torch.as_tensor(np.asarray(la.bias, np.int64))
+        logits = V.to(torch.int64) + torch.as_tensor(np.asarray(la.bias, np.int64))
     return out, int(bad.sum()), logits
 
 
