@@ -25,32 +25,45 @@ def pad_spatial(x: torch.Tensor, begin: Sequence[int], end: Sequence[int], value
     return F.pad(x, spec, value=value)
 
 
-# float64 2-D convolutions with at most this many output positions run as one GEMM (below)
-GEMM_MAX_POSITIONS = 16
+# float64 2-D convolutions with a fan-in (C k k) of at least GEMM_MIN_FAN_IN run as GEMMs over
+# chunks of samples whose unfolded input stays near GEMM_CHUNK_BYTES (below)
+GEMM_MIN_FAN_IN = 64
+GEMM_CHUNK_BYTES = 4 * 2 ** 20
 
 
 def conv(x, weight, bias, stride, pads_begin, pads_end, dilation, groups):
     nd = weight.dim() - 2
     x = pad_spatial(x, pads_begin, pads_end)
-    if x.dtype == torch.float64 and nd == 2 and groups == 1:
+    if x.dtype == torch.float64 and nd == 2 and groups == 1 and \
+            weight[0].numel() >= GEMM_MIN_FAN_IN:
         out = [(n - d * (k - 1) - 1) // s + 1 for n, k, s, d in
                zip(x.shape[2:], weight.shape[2:], stride, dilation)]
-        if min(out) > 0 and out[0] * out[1] <= GEMM_MAX_POSITIONS:
+        if min(out) > 0 and x.shape[0] > 0:
             return _conv2d_gemm(x, weight, bias, stride, dilation, out)
     return _CONV[nd](x, weight, bias, stride=tuple(stride), dilation=tuple(dilation), groups=groups)
 
 
 def _conv2d_gemm(x, weight, bias, stride, dilation, out):
-    """A float64 convolution on a small output map as one (N*L, C*k*k) x (C*k*k, Cout) GEMM.
+    """A float64 convolution as (n L, C k k) x (C k k, Cout) GEMMs over chunks of n samples.
 
-    torch has no float64 oneDNN kernel: its float64 conv2d runs one small GEMM per sample,
-    which on deep layers (a few output positions) reaches a fifth of the BLAS's float64 rate.
+    torch has no float64 oneDNN kernel: its float64 conv2d runs one GEMM per sample, small on
+    deep layers (a few output positions), where it reaches a fifth of the BLAS's float64 rate.
+    Chunks whose unfolded input fits in cache (~4 MiB) were fastest on every VGG-11 layer
+    measured (benchmarks/README.md); the first layer's small fan-in stays with conv2d.
     """
     n, cout = x.shape[0], weight.shape[0]
-    cols = F.unfold(x, tuple(weight.shape[2:]), dilation=tuple(dilation), stride=tuple(stride))
-    y = cols.transpose(1, 2).reshape(-1, cols.shape[1]) @ weight.reshape(cout, -1).t()
-    y = y.reshape(n, out[0] * out[1], cout).transpose(1, 2).reshape(n, cout, *out)
-    return y if bias is None else y + bias.reshape(1, -1, 1, 1)
+    positions = out[0] * out[1]
+    fan_in = weight[0].numel()
+    chunk = max(1, min(n, GEMM_CHUNK_BYTES // (positions * fan_in * x.element_size())))
+    wt = weight.reshape(cout, -1).t()
+    y = torch.empty((n, cout, *out), dtype=x.dtype)
+    for i in range(0, n, chunk):
+        cols = F.unfold(x[i:i + chunk], tuple(weight.shape[2:]), dilation=tuple(dilation),
+                        stride=tuple(stride))
+        part = cols.transpose(1, 2).reshape(-1, fan_in) @ wt
+        y[i:i + chunk] = part.reshape(-1, positions, cout).transpose(1, 2).reshape(
+            -1, cout, *out)
+    return y if bias is None else y.add_(bias.reshape(1, -1, 1, 1))
 
 
 def _extend_for_output(in_size, begin, end, kernel, stride, dilation, out_size):

@@ -755,23 +755,31 @@ def test_maxpool_of_nonnegative_combination(source):
     run(g, head(g, y, 64), label=f"maxpool-of-{source}")
 
 
+@pytest.mark.parametrize("chunk_bytes", [None, 1])
 @pytest.mark.parametrize("stride,dilation,pb,pe", [((1, 1), (1, 1), (1, 1), (1, 1)),
                                                    ((2, 3), (1, 1), (1, 0), (2, 1)),
                                                    ((3, 2), (2, 1), (2, 2), (0, 1))])
-def test_float64_conv_gemm_path_matches_conv2d(stride, dilation, pb, pe):
-    """Small float64 output maps take one GEMM (kernels.GEMM_MAX_POSITIONS): same values as
-    torch's conv2d to float64 rounding, bias included."""
+def test_float64_conv_gemm_path_matches_conv2d(stride, dilation, pb, pe, chunk_bytes,
+                                               monkeypatch):
+    """float64 convs with a fan-in of 64 or more run as chunked GEMMs (kernels._conv2d_gemm):
+    same values as torch's conv2d to float64 rounding, bias included, whole batch in one chunk
+    or one sample per chunk; gradients flow (verify's fan-out counts use them)."""
     import torch
     import torch.nn.functional as F
 
     from snnconv import kernels
 
+    if chunk_bytes is not None:
+        monkeypatch.setattr(kernels, "GEMM_CHUNK_BYTES", chunk_bytes)
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(5, 4, 4, 3, generator=g, dtype=torch.float64)
-    w = torch.randn(3, 4, 3, 2, generator=g, dtype=torch.float64)
+    x = torch.randn(5, 12, 6, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 12, 3, 2, generator=g, dtype=torch.float64)
     b = torch.randn(3, generator=g, dtype=torch.float64)
+    assert w[0].numel() >= kernels.GEMM_MIN_FAN_IN
     ref = F.conv2d(kernels.pad_spatial(x, pb, pe), w, b, stride=stride, dilation=dilation)
-    assert ref.shape[2] * ref.shape[3] <= kernels.GEMM_MAX_POSITIONS
     got = kernels.conv(x, w, b, stride, pb, pe, dilation, 1)
     assert got.shape == ref.shape
     torch.testing.assert_close(got, ref, rtol=1e-13, atol=1e-13)
+    (gref,) = torch.autograd.grad(ref.sum(), x)
+    (ggot,) = torch.autograd.grad(got.sum(), x)
+    torch.testing.assert_close(ggot, gref, rtol=1e-13, atol=1e-13)
