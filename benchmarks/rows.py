@@ -138,11 +138,10 @@ def qnet(ctx: Ctx, bits: int = 4, time_bits: int = 4):
 def _int_row(ctx: Ctx, which: str):
     im, _ = _int_api()
     net = qnet(ctx)
-    dtype = im.exact_dtype(net)
-    if which == "golden":
-        comp = im.Compiled(net, dtype)
-        return lambda: im.golden(net, ctx.x, dtype=dtype, compiled=comp)
-    return lambda: im.regsim(net, ctx.x, dtype=dtype)
+    if which == "golden":  # per-layer precision, as `snnconv run` uses it
+        comp = im.Compiled(net, None)
+        return lambda: im.golden(net, ctx.x, compiled=comp)
+    return lambda: im.regsim(net, ctx.x, dtype=im.exact_dtype(net))
 
 
 def rows_for(ctx: Ctx) -> list[Row]:

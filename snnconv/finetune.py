@@ -407,9 +407,9 @@ def evaluate_int(net: QNet, src: Source, noise: float = 0.0, seed: int = 0,
     correct = n = 0
     spn = 0.0
     gen = torch.Generator().manual_seed(seed)
-    comp = intmodel.Compiled(net, intmodel.exact_dtype(net))
+    comp = intmodel.Compiled(net, None)  # per-layer precision (exact either way)
     for xb, yb in _eval_batches(src, bs):
-        r = intmodel.golden(net, xb, compiled=comp, dtype=comp.dtype, noise=noise, generator=gen)
+        r = intmodel.golden(net, xb, compiled=comp, noise=noise, generator=gen)
         correct += int((r.logits.argmax(1).numpy() == yb).sum())
         spn += r.spikes_per_neuron(net) * len(yb)
         n += len(yb)

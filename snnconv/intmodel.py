@@ -214,14 +214,18 @@ def apply_op(op: Op, x: torch.Tensor, a: torch.Tensor | None = None) -> torch.Te
 
 
 class Compiled:
-    """Integer arrays of a QNet as torch tensors of one dtype (converted once per run)."""
+    """Integer arrays of a QNet as torch tensors (converted once per run): all in ``dtype``, or
+    with ``dtype=None`` each layer in the narrowest float dtype that holds its sums exactly
+    (``layer_dtypes``)."""
 
-    def __init__(self, net: QNet, dtype: torch.dtype):
-        like = torch.zeros((), dtype=dtype)
+    def __init__(self, net: QNet, dtype: torch.dtype | None):
         self.dtype = dtype
+        self.dtypes = layer_dtypes(net) if dtype is None else \
+            {la.name: dtype for la in net.layers}
         self.arrays: dict[tuple[str, int], list] = {}
         self.bias, self.ramp = {}, {}
         for la in net.layers:
+            like = torch.zeros((), dtype=self.dtypes[la.name])
             for gi, g in enumerate(la.groups):
                 self.arrays[(la.name, gi)] = [None if op_array(o) is None else
                                               _t(op_array(o), like) for o in g.ops]
@@ -302,6 +306,22 @@ def set_widths(net: QNet, i_bits: int | None = None, v_bits: int | None = None) 
                      "I_needed": bits_for(b["I"]), "V_needed": bits_for(b["V"])}
 
 
+def layer_dtypes(net: QNet) -> dict[str, torch.dtype]:
+    """Per layer, float32 when every partial sum of that layer stays below 2**24, else float64:
+    one layer with a wide register (a huge ramp, say) does not send the whole net to float64,
+    which has no fast convolution on the CPU. Layers without sums (input, pool) take float32:
+    tick counts are small integers."""
+    bounds = abs_bounds(net)
+    out = {}
+    for la in net.layers:
+        worst = bounds.get(la.name, {"V": 0.0})["V"]
+        if worst >= EXACT64:
+            raise ValueError(f"layer {la.name}: integer sums exceed 2**53; the model cannot be "
+                             "evaluated exactly")
+        out[la.name] = torch.float32 if worst < EXACT32 else torch.float64
+    return out
+
+
 def exact_dtype(net: QNet) -> torch.dtype:
     """float32 when every partial sum stays below 2**24 (then float BLAS is exact)."""
     worst = max((b["V"] for b in abs_bounds(net).values()), default=0.0)
@@ -362,22 +382,24 @@ def golden(net: QNet, x, record: bool | set = False, dtype: torch.dtype | None =
            noise: float = 0.0, generator: torch.Generator | None = None,
            compiled: Compiled | None = None) -> IntResult:
     """Closed-form integer model on a batch. ``noise``: Gaussian spike jitter in ticks (rounded to
-    whole ticks; silent neurons do not jitter; a jittered spike is clipped to its window)."""
-    dtype = dtype or exact_dtype(net)
+    whole ticks; silent neurons do not jitter; a jittered spike is clipped to its window).
+    ``dtype``: one float dtype for every layer; None: per layer (``layer_dtypes``). Exact
+    either way: the result does not depend on it."""
     comp = compiled if compiled is not None and compiled.dtype == dtype else Compiled(net, dtype)
     uses = _consumers(net)
     env: dict[str, torch.Tensor] = {}
     res = IntResult(logits=None)
     for la in net.layers:
         if la.kind == "input":
-            v = encode_input(la, x, dtype)
+            v = encode_input(la, x, comp.dtypes[la.name])
             res.samples = v.shape[0]
         elif la.kind == "pool":
             v = pool_values(net, la, env[la.source])
         else:
             z = None
+            d = comp.dtypes[la.name]
             for gi, g in enumerate(la.groups):
-                y = comp.group(la, gi, env[g.source])
+                y = comp.group(la, gi, env[g.source].to(d))
                 if z is None:  # z is updated in place: never a view of a source's values
                     shared = y.untyped_storage().data_ptr() == \
                         env[g.source].untyped_storage().data_ptr()
@@ -420,7 +442,7 @@ def golden(net: QNet, x, record: bool | set = False, dtype: torch.dtype | None =
                 jit = torch.round(torch.randn(xi.shape, generator=generator,
                                               dtype=torch.float64) * noise).to(torch.int64)
                 xi = torch.where(xi > 0, torch.clamp(xi + jit, 0, la.ticks), xi)
-            v = xi.to(dtype)
+            v = xi.to(d)
         if la.kind in ("neuron", "pool"):
             res.spikes[la.name] = int((v > 0).sum())
         if record is True or (isinstance(record, set) and la.name in record):
@@ -728,13 +750,13 @@ def run_file(path, data, out=None, batch_size: int = 512, noise: float = 0.0,
     ds = data_mod.load(data, tuple(net.input.shape))
     if out is not None:
         check_output(out, [path, data])
-    comp = Compiled(net, exact_dtype(net))
+    comp = Compiled(net, None)  # per-layer precision: exact, and float32 where it can be
     gen = torch.Generator().manual_seed(seed)
     logits, preds = [], []
     spikes = {la.name: 0 for la in net.hidden()}
     ovf = 0
     for _, xb in _batches(ds.x, batch_size):
-        r = golden(net, xb, compiled=comp, dtype=comp.dtype, noise=noise, generator=gen)
+        r = golden(net, xb, compiled=comp, noise=noise, generator=gen)
         logits.append(r.logits.numpy())
         preds.append(r.logits.argmax(1).numpy())
         for k in spikes:

@@ -214,3 +214,24 @@ def test_verify_integer_and_run(tmp_path, digits):
         assert not intmodel.verify_integer(p, d)["ok"]
     finally:
         intmodel._layer_ticks = orig
+
+
+def test_per_layer_precision_is_exact():
+    """A layer whose sums reach 2**24 (a huge ramp R) runs in float64, the rest in float32, and
+    the golden model gives the same ticks and logits as all-float64 and the register-level sim,
+    also where the floor of (z + b) / R lands just below, on and just above an integer."""
+    big = 2 ** 23 + 3
+    net = _tiny(bias=2 * big - 5, R=big)  # z + b crosses 2 R exactly at z = 5
+    dts = intmodel.layer_dtypes(net)
+    assert dts["h"] == torch.float64 and dts["output"] == torch.float32
+    xs = np.array([[a / 4, b / 4] for a in range(5) for b in range(5)])
+    g = intmodel.golden(net, xs, record=True)
+    g64 = intmodel.golden(net, xs, record=True, dtype=torch.float64)
+    r = intmodel.regsim(net, xs, record=True)
+    xin = g.ticks["input"].numpy().astype(np.int64)
+    z = 3 * xin[:, 0] - 2 * xin[:, 1]
+    want = np.clip((z + 2 * big - 5) // big, 0, 4)
+    assert set(want) == {1, 2} and 5 in z  # both sides of the boundary, and on it
+    assert np.array_equal(g.ticks["h"].numpy()[:, 0], want)
+    assert torch.equal(g.ticks["h"], g64.ticks["h"]) and torch.equal(g.ticks["h"], r.ticks["h"])
+    assert torch.equal(g.logits, g64.logits) and torch.equal(g.logits, r.logits)
