@@ -719,7 +719,7 @@ def _save_ckpt(path: Path, state: dict) -> None:
 
 def _load_ckpt(path: Path) -> dict:
     try:
-        return torch.load(path, weights_only=False, map_location="cpu")
+        return torch.load(path, weights_only=True, map_location="cpu")  # no pickle
     except Exception as e:  # noqa: BLE001
         raise UsageError(f"{path}: unreadable checkpoint ({type(e).__name__})") from None
 

@@ -1,14 +1,19 @@
 """Every bad input gets a clear error and the documented exit code; nothing is written."""
 
 import os
+from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
+import torch
 from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
+import snnconv
+from snnconv import finetune as ft
 from snnconv.cli import app
+from snnconv.errors import UsageError
 
 from .conftest import SAMPLES
 
@@ -163,3 +168,64 @@ def test_help_documents_exit_codes():
     res = runner.invoke(app, ["--help"])
     assert "0 ok, 1 verification mismatch, 2 bad input or usage, 3 internal error" in \
         " ".join(res.stdout.split())
+
+
+def test_ctrl_c_during_finetune_keeps_the_last_checkpoint(tmp_path):
+    """SIGINT mid-training: exit 130 with "interrupted", no output file and no temp file left,
+    and the last checkpoint resumes to a complete, loadable .snnq."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from snnconv import intmodel
+
+    snn = tmp_path / "mlp.snn"
+    snnconv.convert(SAMPLES / "mlp.onnx", SAMPLES / "digits_train.npz").save(snn)
+    out = tmp_path / "out.snnq"
+    ckpt = Path(str(out) + ".ckpt")
+    cmd = [sys.executable, "-m", "snnconv.cli", "finetune", str(snn), "--quantize", "4",
+           "--time-bits", "4", "--data", str(SAMPLES / "digits_train.npz"), "-o", str(out),
+           "--quiet"]
+    proc = subprocess.Popen(cmd + ["--epochs", "500"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    t0 = time.monotonic()
+    while not ckpt.is_file() and proc.poll() is None and time.monotonic() - t0 < 120:
+        time.sleep(0.05)
+    assert ckpt.is_file(), proc.communicate()[1]
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlp.snn", "out.snnq.ckpt"]
+    done = torch.load(ckpt, weights_only=True)["epoch"]  # a plain, pickle-free checkpoint
+    res = subprocess.run(cmd + ["--epochs", str(done + 1), "--resume"], capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert len(intmodel.load(out).layers) == 4
+
+
+def test_a_pickled_checkpoint_is_refused(tmp_path):
+    """--resume reads checkpoints with torch.load(weights_only=True): a checkpoint holding an
+    arbitrary Python object is refused with a clear error, nothing of it runs."""
+    import pickle
+
+    snn = snnconv.convert(SAMPLES / "mlp.onnx", SAMPLES / "digits_train.npz")
+    out = tmp_path / "out.snnq"
+    Path(str(out) + ".ckpt").write_bytes(pickle.dumps(_Boom()))
+    with pytest.raises(UsageError, match="unreadable checkpoint"):
+        ft.finetune(snn, SAMPLES / "digits_train.npz", quantize=4, epochs=1, output=out,
+                    resume=True)
+    assert not _Boom.ran
+
+
+class _Boom:
+    ran = False
+
+    def __reduce__(self):
+        return (_Boom._run, ())
+
+    @staticmethod
+    def _run():  # pragma: no cover - must never be called
+        _Boom.ran = True
