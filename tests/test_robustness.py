@@ -213,7 +213,7 @@ def test_a_pickled_checkpoint_is_refused(tmp_path):
 
     snn = snnconv.convert(SAMPLES / "mlp.onnx", SAMPLES / "digits_train.npz")
     out = tmp_path / "out.snnq"
-    Path(str(out) + ".ckpt").write_bytes(pickle.dumps(_Boom()))
+    Path(str(out) + ".ckpt").write_bytes(pickle.dumps(_Boom(), protocol=2))
     with pytest.raises(UsageError, match="unreadable checkpoint"):
         ft.finetune(snn, SAMPLES / "digits_train.npz", quantize=4, epochs=1, output=out,
                     resume=True)
