@@ -408,43 +408,16 @@ def golden(net: QNet, x, record: bool | set = False, dtype: torch.dtype | None =
                     z = z.add_(y)
             v = _fire_in_range(la, z, comp, noise, generator)
             if v is not None:  # the usual case: no register can overflow on this batch
+                res.overflow[la.name] = 0
                 if la.kind == "readout":
                     res.logits = v
-                    res.overflow[la.name] = 0
                     break
-                res.overflow[la.name] = 0
-                res.spikes[la.name] = int(torch.count_nonzero(v))
-                if record is True or (isinstance(record, set) and la.name in record):
-                    res.ticks[la.name] = v.to(torch.int64)
-                env[la.name] = v
-                for s in la.sources():
-                    uses[s] -= 1
-                    if uses[s] == 0:
-                        env.pop(s, None)
-                continue
-            z = z.to(torch.int64)
-            z, bad = _limit(z, la.widths["V"], net.overflow)
-            nb = 0 if bad is None else int(bad.sum())
-            if bad is None:
-                bad = torch.zeros((), dtype=torch.bool)
-            if la.kind == "readout":
-                res.logits = z + torch.as_tensor(np.asarray(la.bias, np.int64))
-                res.overflow[la.name] = nb
-                break
-            r = torch.as_tensor(np.asarray(la.ramp, np.int64))
-            end = z + r * la.ticks  # V after the last phase-2 tick
-            nb += int((((end > 2 ** (la.widths["V"] - 1) - 1) | (end < -(2 ** (la.widths["V"] -
-                                                                              1)))) & ~bad).sum())
-            res.overflow[la.name] = nb
-            b = torch.as_tensor(np.asarray(la.bias, np.int64))
-            xi = torch.clamp(torch.div(z + b, r, rounding_mode="floor"), 0, la.ticks)
-            if noise:
-                jit = torch.round(torch.randn(xi.shape, generator=generator,
-                                              dtype=torch.float64) * noise).to(torch.int64)
-                xi = torch.where(xi > 0, torch.clamp(xi + jit, 0, la.ticks), xi)
-            v = xi.to(d)
+            else:
+                v = _fire_int64(la, z, d, net.overflow, res, noise, generator)
+                if la.kind == "readout":
+                    break
         if la.kind in ("neuron", "pool"):
-            res.spikes[la.name] = int((v > 0).sum())
+            res.spikes[la.name] = int(torch.count_nonzero(v))  # ticks are >= 0
         if record is True or (isinstance(record, set) and la.name in record):
             res.ticks[la.name] = v.to(torch.int64)
         env[la.name] = v
@@ -453,6 +426,32 @@ def golden(net: QNet, x, record: bool | set = False, dtype: torch.dtype | None =
             if uses[s] == 0:
                 env.pop(s, None)
     return res
+
+
+def _fire_int64(la: QLayer, z: torch.Tensor, d: torch.dtype, mode: str, res: IntResult,
+                noise: float, generator: torch.Generator | None) -> torch.Tensor:
+    """The layer's output when a register may overflow: int64, V wrapped or saturated, every
+    overflow counted in ``res.overflow``; the readout's logits go to ``res.logits``."""
+    z, bad = _limit(z.to(torch.int64), la.widths["V"], mode)
+    nb = 0 if bad is None else int(bad.sum())
+    if bad is None:
+        bad = torch.zeros((), dtype=torch.bool)
+    if la.kind == "readout":
+        res.logits = z + torch.as_tensor(np.asarray(la.bias, np.int64))
+        res.overflow[la.name] = nb
+        return res.logits
+    r = torch.as_tensor(np.asarray(la.ramp, np.int64))
+    end = z + r * la.ticks  # V after the last phase-2 tick
+    hi, lo = 2 ** (la.widths["V"] - 1) - 1, -(2 ** (la.widths["V"] - 1))
+    nb += int((((end > hi) | (end < lo)) & ~bad).sum())
+    res.overflow[la.name] = nb
+    b = torch.as_tensor(np.asarray(la.bias, np.int64))
+    xi = torch.clamp(torch.div(z + b, r, rounding_mode="floor"), 0, la.ticks)
+    if noise:
+        jit = torch.round(torch.randn(xi.shape, generator=generator,
+                                      dtype=torch.float64) * noise).to(torch.int64)
+        xi = torch.where(xi > 0, torch.clamp(xi + jit, 0, la.ticks), xi)
+    return xi.to(d)
 
 
 def _fire_in_range(la: QLayer, z: torch.Tensor, comp: Compiled, noise: float,
