@@ -138,10 +138,10 @@ def qnet(ctx: Ctx, bits: int = 4, time_bits: int = 4):
 def _int_row(ctx: Ctx, which: str):
     im, _ = _int_api()
     net = qnet(ctx)
-    if which == "golden":  # per-layer precision, as `snnconv run` uses it
+    if which == "golden":  # per-layer precision (the default), as `snnconv run` uses it
         comp = im.Compiled(net, None)
         return lambda: im.golden(net, ctx.x, compiled=comp)
-    return lambda: im.regsim(net, ctx.x, dtype=im.exact_dtype(net))
+    return lambda: im.regsim(net, ctx.x)
 
 
 def rows_for(ctx: Ctx) -> list[Row]:

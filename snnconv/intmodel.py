@@ -323,11 +323,9 @@ def layer_dtypes(net: QNet) -> dict[str, torch.dtype]:
 
 
 def exact_dtype(net: QNet) -> torch.dtype:
-    """float32 when every partial sum stays below 2**24 (then float BLAS is exact)."""
-    worst = max((b["V"] for b in abs_bounds(net).values()), default=0.0)
-    if worst >= EXACT64:
-        raise ValueError("integer sums exceed 2**53; the model cannot be evaluated exactly")
-    return torch.float32 if worst < EXACT32 else torch.float64
+    """The one float dtype that holds every layer's sums exactly: the widest of
+    ``layer_dtypes``."""
+    return torch.float64 if torch.float64 in layer_dtypes(net).values() else torch.float32
 
 
 def _limit(v: torch.Tensor, bits: int, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -400,12 +398,7 @@ def golden(net: QNet, x, record: bool | set = False, dtype: torch.dtype | None =
             d = comp.dtypes[la.name]
             for gi, g in enumerate(la.groups):
                 y = comp.group(la, gi, env[g.source].to(d))
-                if z is None:  # z is updated in place: never a view of a source's values
-                    shared = y.untyped_storage().data_ptr() == \
-                        env[g.source].untyped_storage().data_ptr()
-                    z = y.clone() if shared else y
-                else:
-                    z = z.add_(y)
+                z = y if z is None else z + y
             v = _fire_in_range(la, z, comp, noise, generator)
             if v is not None:  # the usual case: no register can overflow on this batch
                 res.overflow[la.name] = 0
@@ -447,11 +440,16 @@ def _fire_int64(la: QLayer, z: torch.Tensor, d: torch.dtype, mode: str, res: Int
     res.overflow[la.name] = nb
     b = torch.as_tensor(np.asarray(la.bias, np.int64))
     xi = torch.clamp(torch.div(z + b, r, rounding_mode="floor"), 0, la.ticks)
-    if noise:
-        jit = torch.round(torch.randn(xi.shape, generator=generator,
-                                      dtype=torch.float64) * noise).to(torch.int64)
-        xi = torch.where(xi > 0, torch.clamp(xi + jit, 0, la.ticks), xi)
-    return xi.to(d)
+    return _jitter(xi.to(d), la.ticks, noise, generator)
+
+
+def _jitter(v: torch.Tensor, ticks: int, noise: float, generator) -> torch.Tensor:
+    """Gaussian spike-time jitter of ``noise`` ticks, rounded to whole ticks; silent neurons
+    do not jitter; a jittered spike stays in its window."""
+    if not noise:
+        return v
+    jit = torch.round(torch.randn(v.shape, generator=generator, dtype=torch.float64) * noise)
+    return torch.where(v > 0, torch.clamp(v + jit.to(v.dtype), 0, ticks), v)
 
 
 def _fire_in_range(la: QLayer, z: torch.Tensor, comp: Compiled, noise: float,
@@ -460,9 +458,9 @@ def _fire_in_range(la: QLayer, z: torch.Tensor, comp: Compiled, noise: float,
     no V register overflows: readout logits (int64), or x_ticks = clamp(floor((z + b) / R), 0,
     T) in z's dtype. None when a register might overflow (the caller's int64 path then counts
     it exactly). Float division floors exactly here: for integers |p| < 2^24 (2^53 in float64,
-    ``exact_dtype``) a non-integer p / R is at least 1 / R from every integer and the rounding
-    error is below |p| 2^-24 / R. In place, one pass per step: the int64 path's conversions and
-    int64 division cost more than the convolutions."""
+    ``layer_dtypes``) a non-integer p / R is at least 1 / R from every integer and the rounding
+    error is below |p| 2^-24 / R. One new tensor, then in place: the int64 path's conversions
+    and int64 division cost more than the convolutions."""
     bits = la.widths["V"]
     hi, lo = 2 ** (bits - 1) - 1, -(2 ** (bits - 1))
     if z.numel() == 0:
@@ -475,11 +473,8 @@ def _fire_in_range(la: QLayer, z: torch.Tensor, comp: Compiled, noise: float,
     r = np.asarray(la.ramp, np.float64)
     if zmin + float(r.min()) * la.ticks < lo or zmax + float(r.max()) * la.ticks > hi:
         return None  # V after the last phase-2 tick might leave the register
-    v = z.add_(comp.bias[la.name]).div_(comp.ramp[la.name]).floor_().clamp_(0, la.ticks)
-    if noise:
-        jit = torch.round(torch.randn(v.shape, generator=generator, dtype=torch.float64) * noise)
-        v = torch.where(v > 0, torch.clamp(v + jit.to(v.dtype), 0, la.ticks), v)
-    return v
+    v = torch.add(z, comp.bias[la.name]).div_(comp.ramp[la.name]).floor_().clamp_(0, la.ticks)
+    return _jitter(v, la.ticks, noise, generator)
 
 
 def fire_ticks(la: QLayer, x_ticks: torch.Tensor) -> torch.Tensor:
@@ -495,10 +490,10 @@ def regsim(net: QNet, x, record: bool | set = False, dtype: torch.dtype | None =
     """Tick-by-tick simulation of the I and V registers (spec section 5 event order).
 
     Spike trains are kept as absolute firing ticks (-1 = silent); a layer's synapse groups see a
-    source spike at its firing tick plus the group's delay.
+    source spike at its firing tick plus the group's delay. ``dtype`` of the registers: one for
+    every layer, or None for each layer's own (``layer_dtypes``); exact either way.
     """
-    dtype = dtype or exact_dtype(net)
-    comp = Compiled(net, dtype)
+    comp = Compiled(net, dtype)  # None: per-layer precision, as golden
     uses = _consumers(net)
     env: dict[str, torch.Tensor] = {}  # firing ticks (int64), -1 = silent
     res = IntResult(logits=None)
@@ -510,7 +505,7 @@ def regsim(net: QNet, x, record: bool | set = False, dtype: torch.dtype | None =
         elif la.kind == "pool":
             tk = _pool_ticks(net, la, env[la.source])
         else:
-            tk, ov, logits = _layer_ticks(net, la, comp, env, dtype)
+            tk, ov, logits = _layer_ticks(net, la, comp, env, comp.dtypes[la.name])
             res.overflow[la.name] = ov
             if la.kind == "readout":
                 res.logits = logits
@@ -552,7 +547,7 @@ def _pool_ticks(net: QNet, la: QLayer, src: torch.Tensor) -> torch.Tensor:
 
 def _layer_ticks(net: QNet, la: QLayer, comp: Compiled, env, dtype):
     """The registers of one layer, tick by tick. I and V hold integers in ``dtype`` (exact: every
-    value the registers can take is below 2^24, or 2^53 in float64, ``exact_dtype``), updated
+    value the registers can take is below 2^24, or 2^53 in float64, ``layer_dtypes``), updated
     in place; a register that leaves its width is wrapped or saturated exactly (``_limit``)."""
     n = next(iter(env.values())).shape[0]
     shape = (n, *la.shape)

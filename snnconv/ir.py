@@ -454,22 +454,32 @@ class Graph:
         return out
 
     @torch.no_grad()
-    def forward(self, x, keep: set[str] | None = None, dtype=torch.float64):
-        """Float64 reference evaluation. Returns the output, and the tensors named in ``keep``."""
-        x = torch.as_tensor(np.asarray(x), dtype=dtype)
-        if tuple(x.shape[1:]) != tuple(self.input_shape):
-            raise ValueError(f"input shape {tuple(x.shape[1:])} != {self.input_shape}")
-        env = {self.input: x}
+    def last_uses(self) -> dict[str, int]:
+        """Index of the last node that reads each tensor: an evaluation can free it after."""
         last_use = {}
         for idx, n in enumerate(self.nodes):
             for i in n.inputs:
                 last_use[i] = idx
+        return last_use
+
+    def forward(self, x, keep: set[str] | None = None, dtype=torch.float64, after=None):
+        """Float64 reference evaluation. Returns the output, and the tensors named in ``keep``.
+        ``after(idx, node, inputs, output)``, if given, sees every node's evaluation (for
+        quantities that ride along, such as verify's float32 error bound)."""
+        x = torch.as_tensor(np.asarray(x), dtype=dtype)
+        if tuple(x.shape[1:]) != tuple(self.input_shape):
+            raise ValueError(f"input shape {tuple(x.shape[1:])} != {self.input_shape}")
+        env = {self.input: x}
+        last_use = self.last_uses()
         kept = {}
         keep = keep or set()
         if self.input in keep:
             kept[self.input] = x
         for idx, n in enumerate(self.nodes):
-            y = n.forward(*[env[i] for i in n.inputs])
+            xs = [env[i] for i in n.inputs]
+            y = n.forward(*xs)
+            if after is not None:
+                after(idx, n, xs, y)
             env[n.output] = y
             if n.output in keep:
                 kept[n.output] = y

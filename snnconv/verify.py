@@ -37,17 +37,92 @@ def _gamma(n: int) -> float:
     return n * EPS32 / (1 - n * EPS32)
 
 
-def _absnode(node: ir.Node) -> ir.Node:
-    if isinstance(node, (ir.Conv, ir.Dense, ir.ConvTranspose)):
-        return dataclasses.replace(node, weight=np.abs(node.weight),
-                                   bias=None if node.bias is None else np.abs(node.bias))
-    if isinstance(node, ir.Affine):
-        return dataclasses.replace(node, scale=np.abs(node.scale), shift=np.abs(node.shift))
-    return node
+class Float32Bound:
+    """Per-element bound on |float32 result - exact result| of a graph's output, computed while
+    the graph is evaluated in float64 (``Graph.forward``'s ``after`` hook), for the actual inputs.
+
+    Running error analysis on the actual activations of each layer: a layer with fan-in n adds
+    gamma(n + 2) (|W| |x| + |b|) (the +2 covers weights folded in float32, e.g. BatchNorm merged
+    into a convolution by the runtime), and errors of its input propagate through |W|; ReLU and
+    max-pool do not increase errors, and a ReLU whose input is below -E passes none. Both terms
+    go through |W| at once, |W| (E + gamma |x|) + gamma |b|, and are magnitudes: they are
+    computed in float32 (a fraction of a float64 pass) with |W| prepared once, and the result is
+    widened by the float32 rounding of that computation, at most the sum of gamma(n) over the
+    layers.
+    """
+
+    def __init__(self, graph: ir.Graph):
+        self.graph = graph
+        self.last_use = graph.last_uses()
+        # per rounding node: gamma, the node with |W| (float32, no bias / shift), gamma |b|
+        self.terms: dict[int, tuple[float, ir.Node, torch.Tensor | None]] = {}
+        widen = 0.0
+        for node, n in _compute_nodes(graph):
+            g = _gamma(n)
+            widen += g
+            if isinstance(node, (ir.Conv, ir.Dense, ir.ConvTranspose)):
+                an = dataclasses.replace(node, weight=np.abs(node.weight).astype(np.float32),
+                                         bias=None)
+                b = None if node.bias is None else torch.as_tensor(
+                    g * np.abs(node.bias), dtype=torch.float32)
+            elif isinstance(node, ir.Affine):
+                an = dataclasses.replace(node, scale=np.abs(node.scale).astype(np.float32),
+                                         shift=np.zeros_like(node.shift, np.float32))
+                b = torch.as_tensor(g * np.abs(node.shift), dtype=torch.float32)
+            else:  # average pool: linear with positive weights
+                an, b = node, None
+            self.terms[id(node)] = (g, an, b)
+        self.headroom = 1.0 + widen + len(graph.nodes) * EPS32
+
+    @torch.no_grad()
+    def __call__(self, x, keep: set[str] | None = None):
+        """The float64 output, the tensors in ``keep`` (as ``graph.forward``) and the bound."""
+        x = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x, dtype=torch.float64)
+        E = {self.graph.input: torch.zeros_like(x, dtype=torch.float32)}
+
+        def after(idx, node, xs, y):
+            E[node.output] = self._error(node, xs, [E[i] for i in node.inputs], y)
+            for i in node.inputs:  # keep memory to what later nodes read
+                if self.last_use.get(i) == idx and i != self.graph.output:
+                    E.pop(i, None)
+
+        out, kept = self.graph.forward(x, keep=keep, after=after)
+        return out, kept, E[self.graph.output].to(torch.float64) * self.headroom
+
+    def _error(self, node, xs, es, y) -> torch.Tensor:
+        if id(node) in self.terms:
+            g, an, b = self.terms[id(node)]
+            e = an.forward(xs[0].to(torch.float32).abs_().mul_(g).add_(es[0]))
+            if b is not None:  # an Affine's shift broadcasts as stored; a bias is per channel
+                e = e + (b if isinstance(node, ir.Affine) else
+                         b.reshape((1, -1) + (1,) * (e.dim() - 2)))
+            return e
+        if isinstance(node, ir.Add):
+            return y.to(torch.float32).abs_().mul_(EPS32).add_(es[0]).add_(es[1])
+        if isinstance(node, ir.PRelu):  # Lipschitz max(1, |slope|), one rounded product
+            lip = torch.clamp(torch.as_tensor(np.abs(node.slope), dtype=torch.float32), min=1.0)
+            return y.to(torch.float32).abs_().mul_(EPS32).add_(lip * es[0])
+        if isinstance(node, ir.Abs):
+            return es[0]
+        if isinstance(node, ir.Extremum):  # max and min are 1-Lipschitz in every argument
+            e = es[0]
+            for other in es[1:]:
+                e = torch.maximum(e, other)
+            return e
+        if isinstance(node, ir.Relu):
+            # an input below -E stays cut off in both computations: no error passes
+            return torch.where(xs[0] > -es[0].to(xs[0].dtype), es[0], torch.zeros_like(es[0]))
+        if isinstance(node, ir.Clip):
+            lo = -math.inf if node.lo is None else node.lo
+            hi = math.inf if node.hi is None else node.hi
+            e64 = es[0].to(xs[0].dtype)
+            return torch.where((xs[0] > lo - e64) & (xs[0] < hi + e64), es[0],
+                               torch.zeros_like(es[0]))
+        return node.forward(*es)  # max-pool, reshape, pad, concat: move values, add no rounding
 
 
 def _compute_nodes(graph: ir.Graph) -> list[tuple[ir.Node, int]]:
-    """Nodes that round (with their fan-in, the n of gamma(n)), for the bound's headroom."""
+    """Nodes that round, with the n of their gamma(n): fan-in + 2 for weighted layers."""
     out = []
     for node in graph.nodes:
         if isinstance(node, ir.ConvTranspose):  # (Cin, Cout/group, *kernel)
@@ -62,86 +137,10 @@ def _compute_nodes(graph: ir.Graph) -> list[tuple[ir.Node, int]]:
     return out
 
 
-@torch.no_grad()
-def forward_with_bound(graph: ir.Graph, x: torch.Tensor, keep: set[str] | None = None):
-    """The float64 evaluation of the graph (output and the tensors in ``keep``, as
-    ``graph.forward``) and, in the same pass, a per-element bound on |float32 result - exact
-    result| of its output.
-
-    Running error analysis on the actual activations of each layer: a layer with fan-in n adds
-    gamma(n + 2) (|W| |x| + |b|) (the +2 covers weights folded in float32, e.g. BatchNorm merged
-    into a convolution by the runtime), and errors of its input propagate through |W|; ReLU and
-    max-pool do not increase errors, and a ReLU whose input is below -E passes none. Both terms
-    go through |W| at once, |W| (E + gamma |x|) + gamma |b|, and are magnitudes: they are
-    computed in float32 (a fraction of a float64 pass), and the result is widened by the
-    float32 rounding of that computation, at most the sum of gamma(n) over the layers.
-    """
-    x = torch.as_tensor(x, dtype=torch.float64)
-    keep = keep or set()
-    kept = {graph.input: x} if graph.input in keep else {}
-    V = {graph.input: x}
-    E = {graph.input: torch.zeros_like(x, dtype=torch.float32)}
-    fan_in = {id(node): n for node, n in _compute_nodes(graph)}
-    last_use = {}
-    for idx, node in enumerate(graph.nodes):
-        for i in node.inputs:
-            last_use[i] = idx
-    for idx, node in enumerate(graph.nodes):
-        xs = [V[i] for i in node.inputs]
-        es = [E[i] for i in node.inputs]
-        y = node.forward(*xs)
-        an = _absnode(node)
-        if id(node) in fan_in and not isinstance(node, ir.Pool):
-            g = _gamma(fan_in[id(node)])
-            mag = xs[0].to(torch.float32).abs_().mul_(g).add_(es[0])
-            if isinstance(node, ir.Affine):
-                e = dataclasses.replace(an, shift=np.zeros_like(an.shift)).forward(mag) + \
-                    g * torch.as_tensor(an.shift, dtype=torch.float32)
-            else:
-                e = dataclasses.replace(an, bias=None).forward(mag)
-                if an.bias is not None:
-                    cs = (1, -1) + (1,) * (e.dim() - 2)
-                    e = e + g * torch.as_tensor(an.bias, dtype=torch.float32).reshape(cs)
-        elif isinstance(node, ir.Pool) and node.kind == "avg":
-            e = node.forward(xs[0].to(torch.float32).abs_().mul_(_gamma(fan_in[id(node)]))
-                             .add_(es[0]))
-        elif isinstance(node, ir.Add):
-            e = y.to(torch.float32).abs_().mul_(EPS32).add_(es[0]).add_(es[1])
-        elif isinstance(node, ir.PRelu):  # Lipschitz max(1, |slope|), one rounded product
-            lip = torch.clamp(torch.as_tensor(np.abs(node.slope), dtype=torch.float32), min=1.0)
-            e = y.to(torch.float32).abs_().mul_(EPS32).add_(lip * es[0])
-        elif isinstance(node, ir.Abs):
-            e = es[0]
-        elif isinstance(node, ir.Extremum):  # max and min are 1-Lipschitz in every argument
-            e = es[0]
-            for other in es[1:]:
-                e = torch.maximum(e, other)
-        elif isinstance(node, ir.Relu):
-            # an input below -E stays cut off in both computations: no error passes
-            e = torch.where(xs[0] > -es[0].to(xs[0].dtype), es[0], torch.zeros_like(es[0]))
-        elif isinstance(node, ir.Clip):
-            lo = -math.inf if node.lo is None else node.lo
-            hi = math.inf if node.hi is None else node.hi
-            e64 = es[0].to(xs[0].dtype)
-            e = torch.where((xs[0] > lo - e64) & (xs[0] < hi + e64), es[0],
-                            torch.zeros_like(es[0]))
-        else:  # max-pool, reshape, pad, concat: move values, add no rounding
-            e = node.forward(*es)
-        V[node.output], E[node.output] = y, e
-        if node.output in keep:
-            kept[node.output] = y
-        for i in node.inputs:  # keep memory to what later nodes read
-            if last_use.get(i) == idx and i != graph.output:
-                V.pop(i, None)
-                E.pop(i, None)
-    headroom = 1.0 + sum(_gamma(n) for n in fan_in.values()) + len(graph.nodes) * EPS32
-    return V[graph.output], kept, E[graph.output].to(torch.float64) * headroom
-
-
 def float32_bound(graph: ir.Graph, x: torch.Tensor) -> torch.Tensor:
-    """Per-element bound on |float32 result - exact result| of the graph's output (see
-    ``forward_with_bound``)."""
-    return forward_with_bound(graph, x)[2]
+    """Per-element bound on |float32 result - exact result| of the graph's output
+    (``Float32Bound``)."""
+    return Float32Bound(graph)(x)[2]
 
 
 # --- report ---------------------------------------------------------------------------------------
@@ -416,6 +415,7 @@ def verify(model, onnx=None, data=None, *, n: int | None = None, atol: float | N
     spikes = neurons = 0
     windowed_dev = 0.0
     caps = {la.name: la.window / tau for la in snn.neuron_layers()}
+    bound_pass = Float32Bound(graph)  # |W| prepared once for every batch
 
     if simulator == "event":
         from .event import simulate_events as sim_fn
@@ -428,7 +428,7 @@ def verify(model, onnx=None, data=None, *, n: int | None = None, atol: float | N
             x64 = torch.as_tensor(xb32.astype(np.float64))
             ort_out = runner.run(xb32, ort_avail)
             if atol is None and rtol is None:  # the float32 error bound in the same pass
-                ref64, kept, bound32 = forward_with_bound(graph, x64, keep=set(tensors))
+                ref64, kept, bound32 = bound_pass(x64, keep=set(tensors))
             else:
                 ref64, kept = graph.forward(x64, keep=set(tensors))
             layer_vals: dict[str, torch.Tensor] = {}
