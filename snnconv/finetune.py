@@ -65,6 +65,11 @@ class FakeQuantNet(torch.nn.Module):
                                                              dtype=torch.float32))
         self.ramp = {la.name: torch.as_tensor(np.asarray(la.ramp), dtype=self.dtype)
                      for la in net.layers if la.kind == "neuron"}
+        # b_int holds + R//2 so that the floor rounds to nearest; real-valued activations
+        # (aq=False) take it out again, or every neuron would carry half a tick too much
+        rounding = net.meta.get("quantization", {}).get("round_activations", True)
+        self.half = {k: torch.div(r, 2, rounding_mode="floor") if rounding else
+                     torch.zeros_like(r) for k, r in self.ramp.items()}
         self.out_step = torch.as_tensor(np.asarray(net.output.step, np.float64),
                                         dtype=torch.float32)
 
@@ -108,7 +113,7 @@ class FakeQuantNet(torch.nn.Module):
                 if aq:
                     v = _FloorTicks.apply(vz, r, float(la.ticks))
                 else:
-                    v = torch.clamp(vz / r, 0.0, float(la.ticks))
+                    v = torch.clamp((vz - self.half[la.name]) / r, 0.0, float(la.ticks))
                 if noise and self.training:
                     jit = torch.randn(v.shape, generator=generator, dtype=torch.float64)
                     jit = torch.round(jit * noise).to(v.dtype)
@@ -529,11 +534,13 @@ def finetune(snn: SNN, data=None, *, val=None, test=None, config=None, target=No
     t0 = time.perf_counter()
     cal_x = train.head_x(cfg.calib_samples)
     batches = [torch.as_tensor(cal_x[i:i + 512]) for i in range(0, len(cal_x), 512)]
-    snn_q = snn
+    snn_q, factors = snn, {}
     if cfg.equalize:
-        snn_q, _ = quant.equalize(snn, batches, float(cfg.equalize))
+        snn_q, factors = quant.equalize(snn, batches, float(cfg.equalize))
     stats = quant.act_stats(snn_q, batches, seed=cfg.seed)
     net0, lat0 = quant.build(snn_q, stats, cfg.quant_config(), prof)
+    net0.meta["quantization"]["equalization"] = {k: np.asarray(v, np.float64).tolist()
+                                                 for k, v in factors.items()}
     model = FakeQuantNet(net0, lat0)
     ptq_net = quant.with_latent(net0, model.latent())
     say(f"post-training quantisation: {time.perf_counter() - t0:.1f} s, latency "

@@ -49,6 +49,7 @@ class Profile:
     ramp: str = "per_channel"  # R per output channel or one per layer
     ramp_power_of_two: bool = False
     max_ticks: int = 256  # per layer window
+    max_ramp: int = 65536  # largest R (phase-2 increment of V)
     i_bits: int | None = None  # fixed register widths (None: as wide as the model needs)
     v_bits: int | None = None
     overflow: str = "saturate"  # or wrap
@@ -69,6 +70,8 @@ class Profile:
             raise UsageError(f"profile {self.name}: weight bits out of range")
         if self.max_ticks < 1:
             raise UsageError(f"profile {self.name}: max_ticks must be >= 1")
+        if not 1 <= self.max_ramp <= 2 ** 30:
+            raise UsageError(f"profile {self.name}: max_ramp must be in 1..2^30")
         return self
 
 
@@ -470,6 +473,68 @@ def _to_layer(ops: list[Op], wi: int, a: np.ndarray) -> np.ndarray:
     return y
 
 
+def _channel_steps(folded: list[list[Op]], C: int, bits: int, per_channel: bool,
+                   prof: Profile) -> tuple[np.ndarray, np.ndarray]:
+    """Per layer channel: (u_opt, u_hard). u_opt minimises the rounding error of the trainable
+    (conv/dense) weights at ``bits``; u_hard is the smallest step at which every frozen array
+    (identity/scale skips, sum pools) fits ``skip_bits`` unclipped. A skip that clips loses what
+    its main path keeps, and the error compounds along a residual chain."""
+    u_opt, u_hard = np.full(C, np.nan), np.zeros(C)
+    for ops in folded:
+        wi = next((i for i, o in enumerate(ops) if op_array(o) is not None), None)
+        if wi is None:
+            continue
+        trainable = ops[wi].kind in ("conv", "dense")
+        rows, idx = _weight_rows(ops[wi])
+        if trainable:
+            st = row_steps(rows, bits) if per_channel else \
+                np.full(len(rows), row_steps(np.asarray(rows).reshape(1, -1), bits)[0])
+            u_opt = np.fmax(u_opt, _per_channel_max(ops, wi, st[idx.astype(np.int64)], C))
+        else:
+            need = np.abs(np.asarray(rows, np.float64)).max(1) / qmax(prof.skip_bits)
+            u_hard = np.fmax(u_hard, _per_channel_max(ops, wi, need[idx.astype(np.int64)], C))
+    if not per_channel:
+        u_opt[:] = np.nanmax(u_opt, initial=np.nan) if np.any(np.isfinite(u_opt)) else np.nan
+        u_hard[:] = u_hard.max(initial=0.0)
+    ok = np.isfinite(u_opt) & (u_opt > 0)
+    fallback = float(u_opt[ok].max()) if ok.any() else (float(u_hard.max()) or 1.0)
+    return np.where(ok, u_opt, fallback), np.nan_to_num(u_hard)
+
+
+def _per_channel_max(ops: list[Op], wi: int, per_el: np.ndarray, C: int) -> np.ndarray:
+    y = _to_layer(ops, wi, per_el)
+    if y.ndim <= 1:
+        return y.reshape(C)
+    y = y.reshape(C, -1)
+    return np.where(np.isnan(y).all(1), np.nan, np.nanmax(np.where(np.isnan(y), -np.inf, y), 1))
+
+
+def choose_ramp(s_n: np.ndarray, u_opt: np.ndarray, u_hard: np.ndarray, prof: Profile
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Ramp R (the weight step is then u = s_n / R) per channel or one per layer.
+
+    R is the integer (or power of two) nearest s_n / u_opt, but at most s_n / u_hard (no frozen
+    skip clips) and at most the profile's ``max_ramp`` (register width; a nearly silent layer is
+    no reason for a 39-bit V: one weight unit is then below 1/max_ramp of a tick, a rounding
+    error no one can measure). Where even R = 1 would clip a skip, the tick grows to u_hard
+    instead. Returns (s_n, R)."""
+    ratio = s_n / u_opt
+    if prof.ramp == "per_layer":
+        ratio = np.full_like(ratio, np.exp(np.mean(np.log(ratio))))
+    R = _round_ramp(np.minimum(ratio, prof.max_ramp), prof.ramp_power_of_two).astype(np.float64)
+    with np.errstate(divide="ignore"):
+        limit = np.where(u_hard > 0, s_n / u_hard, np.inf)
+    if prof.ramp == "per_layer":
+        limit = np.full_like(limit, limit.min())
+    if prof.ramp_power_of_two:
+        cap = np.where(limit >= 1, 2.0 ** np.floor(np.log2(np.maximum(limit, 1.0))), 1.0)
+    else:
+        cap = np.maximum(np.floor(np.minimum(limit, 2.0 ** 62)), 1.0)
+    R = np.minimum(R, cap)
+    s_n = np.maximum(s_n, R * u_hard)  # only where R = 1 could not avoid clipping
+    return s_n, R.astype(np.int64)
+
+
 # --- the builder ----------------------------------------------------------------------------------
 
 @dataclass
@@ -567,6 +632,7 @@ def build(snn: SNN, stats: ActStats, cfg: QuantConfig, prof: Profile) -> tuple[Q
     net.check()
     net.meta["quantization"] = {"ticks_per_stage": {str(k): int(v) for k, v in ticks.items()},
                                 "cap": cap, "per_channel_weights": per_channel,
+                                "round_activations": cfg.round_activations,
                                 "profile": asdict(prof), "layers": info}
     return net, lat
 
@@ -585,32 +651,16 @@ def _build_layer(la, snn, by, ticks, t_end, stats, cfg, prof, per_channel, first
         s_in = channel_full(src.scale, src.shape) if np.ndim(src.scale) else \
             np.full(src.shape, float(src.scale))
         folded.append(fold_chain(g.ops, src.shape, shape, s_in, None))
-    # 2) optimal weight step per layer channel (from conv/dense groups; else from the arrays)
-    mains = [(ops, i) for ops in folded for i, o in enumerate(ops) if o.kind in ("conv", "dense")]
-    if not mains:
-        mains = [(ops, i) for ops in folded for i, o in enumerate(ops) if op_array(o) is not None]
-    u_opt = np.full(C, np.nan)
-    if per_channel:
-        for ops, wi in mains:
-            rows, idx = _weight_rows(ops[wi])
-            st = row_steps(rows, bits if ops[wi].kind in ("conv", "dense") else prof.skip_bits)
-            per_el = _to_layer(ops, wi, st[idx.astype(np.int64)])
-            pc = np.nanmax(per_el.reshape(C, -1), axis=1) if per_el.ndim > 1 else per_el
-            u_opt = np.fmax(u_opt, pc)
-    elif mains:
-        allw = np.concatenate([np.asarray(op_array(ops[wi])).reshape(-1) for ops, wi in mains])
-        b_ = bits if any(ops[wi].kind in ("conv", "dense") for ops, wi in mains) else \
-            prof.skip_bits
-        u_opt[:] = row_steps(allw[None, :], b_)[0]
-    u_opt = np.where(np.isfinite(u_opt) & (u_opt > 0), u_opt, np.nanmax(
-        np.where(u_opt > 0, u_opt, np.nan)) if np.any(u_opt > 0) else 1.0)
+    # 2) weight step per layer channel: the optimum of the trainable groups, never below the
+    #    step at which a frozen group (identity skip, concatenation, sum pool) would clip
+    u_opt, u_hard = _channel_steps(folded, C, bits, per_channel, prof)
     # 3) tick size, ramp, final step
     inf: dict = {"bits": bits}
     if is_out:
-        u = u_opt if per_channel else np.full(C, float(np.max(u_opt)))
+        # one logit unit for every class: the hardware's argmax compares integers
+        u = np.full(C, max(float(np.max(u_opt)), float(np.max(u_hard))))
         R = None
         s_n = u
-        T = 0
         q = QLayer(la.name, "readout", shape, stage=la.stage, t_min=t_end[la.stage - 1],
                    t_max=t_end[la.stage - 1])
     else:
@@ -621,14 +671,8 @@ def _build_layer(la, snn, by, ticks, t_end, stats, cfg, prof, per_channel, first
             X, rel = best_range(stats.values.get(la.name, np.zeros(1)),
                                 stats.maxima.get(la.name, 0.0), T, cfg.act_range)
             inf["rel_error"] = rel
-        inf["range"] = X
-        s_n = np.full(C, X / T)
-        ratio = s_n / u_opt
-        if prof.ramp == "per_channel":
-            R = _round_ramp(ratio, prof.ramp_power_of_two)
-        else:
-            R = np.full(C, _round_ramp(np.exp(np.mean(np.log(ratio))),
-                                       prof.ramp_power_of_two).item(), np.int64)
+        s_n, R = choose_ramp(np.full(C, X / T), u_opt, u_hard, prof)
+        inf["range"] = float(np.max(s_n)) * T
         u = s_n / R
         q = QLayer(la.name, "neuron", shape, stage=la.stage, t_min=t_end[la.stage - 1],
                    t_max=t_end[la.stage])
