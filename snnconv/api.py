@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from . import modelfile
 from .conversion import convert
 from .errors import UsageError
@@ -42,10 +44,14 @@ def verify_file(model, *, report_json=None, junit=None, plot=None, **kw) -> dict
     for p in (report_json, junit, plot):
         if p is not None:
             check_output(p, inputs)
+    float_model = kw.pop("float_model", None)
     if modelfile.peek_format(model) == "snnconv-snnq":
-        return _verify_integer_file(model, report_json=report_json, junit=junit, plot=plot, **kw)
+        return _verify_integer_file(model, report_json=report_json, junit=junit, plot=plot,
+                                    float_model=float_model, **kw)
     rep = verify(model, plot=str(plot) if plot else None, **kw)
     d = rep.to_dict()
+    if float_model is not None:
+        d.setdefault("warnings", []).append("--float applies to .snnq models only; ignored")
     if report_json is not None:
         atomic_write(report_json, json.dumps(d, indent=2).encode())
     if junit is not None:
@@ -58,7 +64,7 @@ _FLOAT_ONLY = ("onnx", "atol", "rtol", "allow_clipping", "noise")
 
 
 def _verify_integer_file(model, *, report_json=None, junit=None, plot=None, data=None, n=None,
-                         batch_size=256, progress=False, **kw) -> dict:
+                         batch_size=256, progress=False, float_model=None, **kw) -> dict:
     """A .snnq: the integer golden model against the register-level simulator, bit for bit."""
     import json
 
@@ -81,8 +87,49 @@ def _verify_integer_file(model, *, report_json=None, junit=None, plot=None, data
                         f"({rec})")
     d = verify_integer(net, data, batch_size=batch_size, limit=n, progress=progress)
     d.update(model=str(model), data=str(data), kind="integer", warnings=warnings)
+    snn, why = _float_source(net, float_model)
+    if snn is not None:
+        d["float_comparison"] = _compare_float(net, snn, data, n, batch_size)
+        d["float_model"] = str(float_model or net.meta["float_model"]["path"])
+    elif why:
+        warnings.append(why)
     if report_json is not None:
         atomic_write(report_json, json.dumps(d, indent=2).encode())
     if junit is not None:
         atomic_write(junit, integer_junit(d))
     return d
+
+
+def _float_source(net, float_model):
+    """The float SNN a .snnq came from: ``float_model``, or the file recorded at fine-tuning if
+    it still exists unchanged. Returns (SNN or None, why not)."""
+    from .fileio import sha256_file
+
+    if float_model is not None:
+        return modelfile.load(float_model), None
+    rec = net.meta.get("float_model") or {}
+    p = rec.get("path")
+    if not p:
+        return None, None
+    if not Path(p).is_file():
+        return None, (f"the float model recorded at fine-tuning ({p}) is gone: no layer-by-layer "
+                      "comparison (pass --float MODEL.snn)")
+    if rec.get("sha256") and sha256_file(p) != rec["sha256"]:
+        return None, (f"the float model recorded at fine-tuning ({p}) has changed: no "
+                      "layer-by-layer comparison (pass --float MODEL.snn)")
+    return modelfile.load(p), None
+
+
+def _compare_float(net, snn, data, n, batch_size) -> dict:
+    from . import data as data_mod
+    from .intcompare import compare
+
+    if tuple(snn.input.shape) != tuple(net.input.shape) or \
+            [la.name for la in snn.layers] != [la.name for la in net.layers]:
+        raise UsageError("the float model is not the one this integer model was quantised from "
+                         "(its layers differ)")
+    ds = data_mod.load(data, tuple(net.input.shape))
+    m = len(ds) if n is None else min(n, len(ds))
+    batches = (np.asarray(ds.x[i:min(i + batch_size, m)], np.float64)
+               for i in range(0, m, batch_size))
+    return compare(net, snn, batches).as_dict()

@@ -247,6 +247,9 @@ def verify(
     noise: Annotated[Optional[str], typer.Option(
         "--noise", help="Spike-time jitter std (units of tau_c), or a list 0.01,0.05,0.1.")]
     = None,
+    float_model: Annotated[Optional[Path], typer.Option(
+        "--float", help="For a .snnq: the .snn it was fine-tuned from, compared layer by layer "
+        "\\[default: the one recorded in the .snnq, if unchanged].")] = None,
     report_json: Annotated[Optional[Path], typer.Option(
         "--report-json", help="Write the report as JSON to this file.")] = None,
     junit: Annotated[Optional[Path], typer.Option("--junit", help="JUnit XML report.")] = None,
@@ -276,7 +279,7 @@ def verify(
     rep = run(verify_file, model, onnx=onnx, data=data, n=n, atol=atol, rtol=rtol,
               rtol64=rtol64, allow_clipping=allow_clipping, simulator=simulator,
               batch_size=batch_size, reference_n=reference_n, noise=sigmas,
-              report_json=report_json, junit=junit, plot=plot,
+              report_json=report_json, junit=junit, plot=plot, float_model=float_model,
               progress=not quiet and not as_json)
     for w in rep["warnings"]:
         err.print(f"[bold yellow]warning:[/] {w}", soft_wrap=True)
@@ -307,6 +310,11 @@ def _print_verify_integer(rep: dict) -> None:
         out.print(f"accuracy           {rep['accuracy']:.2%}")
     out.print(f"register overflow  {rep['overflow_total']} events   latency "
               f"{rep['latency_ticks']} ticks")
+    if rep.get("float_comparison"):
+        from .report import quant_error_table
+
+        out.print(quant_error_table(rep["float_comparison"], f"integer model vs the float SNN "
+                                    f"{rep['float_model']}, layer by layer"))
     out.print("[bold green]BIT-EXACT[/] integer models agree" if rep["ok"] else
               "[bold red]MISMATCH[/] between the integer models")
 
@@ -388,6 +396,12 @@ def finetune(
         "--first-last-bits", help="Weight bits of the first and last layer.")] = None,
     target: Annotated[Optional[Path], typer.Option(
         "--target", help="Hardware profile (YAML), e.g. hardware/generic.yaml.")] = None,
+    ptq: Annotated[Optional[str], typer.Option(
+        "--ptq", help="Post-training refinement before training: gptq (GPTQ rounding and bias "
+        "correction), bias, or none \\[default gptq].")] = None,
+    warn_loss: Annotated[Optional[float], typer.Option(
+        "--warn-loss", help="Warn when quantisation loses more accuracy than this (0.02 = 2 "
+        "points) \\[default 0.02].")] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Epochs \\[default 10].")]
     = None,
     lr: Annotated[Optional[float], typer.Option(
@@ -423,7 +437,8 @@ def finetune(
     talk = not quiet and not as_json
     rep = run(finetune_file, model, output, data, val=val, quantize=quantize,
               time_bits=time_bits, noise=noise, latency=latency, sparsity=sparsity,
-              first_last_bits=first_last_bits, target=target, epochs=epochs, lr=lr,
+              first_last_bits=first_last_bits, target=target, ptq=ptq, warn_loss=warn_loss,
+              epochs=epochs, lr=lr,
               batch_size=batch_size, config=config, seed=seed, resume=resume, device=device,
               progress=talk, log=(lambda m: err.print(m, soft_wrap=True)) if talk else None)
     if as_json:

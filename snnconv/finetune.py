@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import data as data_mod, equivalent, intmodel, quant
+from . import data as data_mod, equivalent, intmodel, ptq, quant
 from .errors import DataError, UsageError
 from .fileio import atomic_write, check_output, sha256_file
 from .intmodel import QNet, apply_op, encode_input, op_array, pool_values
@@ -237,6 +237,10 @@ class FinetuneConfig:
     lr_decay: str = "cosine"  # or none
     distill: float = 1.0  # weight of the KL term towards the float network's outputs
     keep: str = "best"  # best (validation accuracy, then loss) or last epoch
+    ptq: str = "gptq"  # post-training refinement: gptq (GPTQ rounding + bias correction),
+    #                    bias (bias correction only) or none (round to nearest)
+    ptq_samples: int = 512  # calibration samples for the refinement (fewer for huge layers)
+    warn_loss: float = 0.02  # warn when PTQ or the result loses more accuracy than this
 
     @classmethod
     def from_sources(cls, config=None, **over) -> FinetuneConfig:
@@ -274,6 +278,10 @@ class FinetuneConfig:
             raise UsageError("keep must be best or last")
         if not 0 <= self.val_fraction < 1:
             raise UsageError("val_fraction must be in [0, 1)")
+        if self.ptq not in ("gptq", "bias", "none"):
+            raise UsageError(f"--ptq {self.ptq}: must be gptq, bias or none")
+        if self.ptq_samples < 1 or self.warn_loss < 0:
+            raise UsageError("ptq_samples >= 1 and warn_loss >= 0 are required")
         return self
 
     def quant_config(self) -> quant.QuantConfig:
@@ -422,7 +430,7 @@ def evaluate_int(net: QNet, src: Source, noise: float = 0.0, seed: int = 0,
 
 
 @torch.no_grad()
-def evaluate_float(snn: SNN, src: Source, noise: float = 0.0, seed: int = 0,
+def evaluate_float(snn: SNN, src: Source, noise: float | dict = 0.0, seed: int = 0,
                    bs: int = 512) -> dict:
     """ANN (equivalent ReLU net, unclipped) and exact SNN (closed form) accuracy."""
     ann = snn_c = n = 0
@@ -486,7 +494,7 @@ def _maybe_init_dist():
 
 def finetune(snn: SNN, data=None, *, val=None, test=None, config=None, target=None,
              output=None, resume: bool = False, device: str = "cpu", progress: bool = False,
-             log=None, **options) -> FinetuneResult:
+             log=None, float_model=None, **options) -> FinetuneResult:
     """Fine-tune ``snn`` for integer hardware; returns the integer network and the report.
 
     ``data``/``val``/``test``: a path, arrays, ``(x, y)``, tensors or an iterable of ``(x, y)``
@@ -541,12 +549,18 @@ def finetune(snn: SNN, data=None, *, val=None, test=None, config=None, target=No
     net0, lat0 = quant.build(snn_q, stats, cfg.quant_config(), prof)
     net0.meta["quantization"]["equalization"] = {k: np.asarray(v, np.float64).tolist()
                                                  for k, v in factors.items()}
+    lat_rtn = lat0
+    if cfg.ptq != "none":
+        n_ref = ptq.sample_budget(snn_q, cfg.ptq_samples)
+        lat0 = ptq.refine(net0, lat0, snn_q, cal_x[:n_ref], gptq=cfg.ptq == "gptq",
+                          progress=progress and rank == 0)
+        net0.meta["quantization"]["refinement"] = {"method": cfg.ptq, "samples": n_ref}
     model = FakeQuantNet(net0, lat0)
     ptq_net = quant.with_latent(net0, model.latent())
     say(f"post-training quantisation: {time.perf_counter() - t0:.1f} s, latency "
         f"{ptq_net.latency} ticks, dtype {model.dtype}")
 
-    sens = sensitivity(model, valid, cfg.batch_size * 8)
+    sens = sensitivity(net0, lat_rtn, lat0, valid, cfg.batch_size * 8)
     ptq_eval = evaluate_q(model, valid, teacher=snn, distill=cfg.distill)
 
     # training
@@ -660,8 +674,11 @@ def finetune(snn: SNN, data=None, *, val=None, test=None, config=None, target=No
     # report
     sigma = cfg.jitter_eval if cfg.jitter_eval is not None else (cfg.noise or 1.0)
     fl = evaluate_float(snn, testsrc)
-    tick_tau = snn.latency / max(1, final.latency)
-    fl_j = evaluate_float(snn, testsrc, noise=sigma * tick_tau / snn.tau_c, seed=cfg.seed)
+    # the same jitter in time as the integer rows: sigma ticks of layer n's window of T_n
+    # ticks are sigma * window_n / T_n in the float SNN's time (units of tau_c)
+    jit = {la.name: sigma * la.window / final.by_name[la.name].ticks / snn.tau_c
+           for la in snn.neuron_layers() if la.name in final.by_name}
+    fl_j = evaluate_float(snn, testsrc, noise=jit, seed=cfg.seed)
     rows = [
         {"model": "ANN (float)", "accuracy": fl["ann"], "spikes_per_neuron":
          fl["spikes_per_neuron"], "latency": None, "weight_bytes": float_weight_bytes(snn),
@@ -677,14 +694,18 @@ def finetune(snn: SNN, data=None, *, val=None, test=None, config=None, target=No
                      "spikes_per_neuron": e["spikes_per_neuron"],
                      "latency": f"{net.latency} ticks", "weight_bytes": net.weight_count()[1],
                      "accuracy_jitter": ej["accuracy"]})
+    for m in accuracy_warnings(rows, sens, cfg.warn_loss):
+        warnings.append(m)
+        say(m)
     report = {
         "config": cfg.as_dict(), "profile": asdict(prof), "rows": rows,
-        "jitter_ticks": sigma, "jitter_tau_c_for_float": sigma * tick_tau,
+        "jitter_ticks": sigma, "jitter_tau_c_for_float": {k: float(v) for k, v in jit.items()},
         "evaluated_on": testsrc.ds.name if testsrc.ds is not None else "iterable",
         "validation": {"on": valid.ds.name if valid.ds is not None else "iterable",
                        "ptq_accuracy": ptq_eval["accuracy"], "best_epoch": best["epoch"],
                        "best_accuracy": best["accuracy"]},
         "history": history, "sensitivity": sens,
+        "layer_errors": _layer_errors(final, snn, testsrc),
         "ticks_per_stage": net0.meta["quantization"]["ticks_per_stage"],
         "latency_ticks": final.latency,
         "layers": layer_rows(final),
@@ -696,6 +717,8 @@ def finetune(snn: SNN, data=None, *, val=None, test=None, config=None, target=No
         "config": cfg.as_dict(), "report": {k: v for k, v in report.items()
                                             if k not in ("layers",)},
         "source": snn.meta.get("source"), "snnconv_version": _version(),
+        "float_model": {"path": str(Path(float_model).resolve()),
+                        "sha256": sha256_file(float_model)} if float_model else None,
         "training_data": {"path": data_path, "sha256": sha256_file(data_path)} if data_path
         else None,
     })
@@ -742,25 +765,74 @@ def _assert_bit_exact(model: FakeQuantNet, net: QNet, src: Source, n: int = 256)
         raise RuntimeError("exported integer model differs from the fine-tuned forward")
 
 
-def sensitivity(model: FakeQuantNet, src: Source, bs: int = 512) -> list[dict]:
-    """Post-training quantisation per layer: accuracy with only that layer's weights quantised
-    (activations real), only the ticks (weights real), and everything."""
-    rows = []
-    base = evaluate_q(model, src, bs, wq=False, aq=False)["accuracy"]
-    rows.append({"what": "none (real weights, real activations clipped to windows)",
-                 "accuracy": base})
-    for la in model.net.layers:
-        if la.kind in ("neuron", "readout") and any(
-                f"{_key(la.name)}__{gi}" in model.w for gi in range(len(la.groups))):
-            bits = max(g.bits for g in la.groups if g.weighted is not None and
-                       g.weighted.kind in ("conv", "dense"))
-            acc = evaluate_q(model, src, bs, wq={la.name}, aq=False)["accuracy"]
-            rows.append({"what": f"weights of {la.name} ({bits} bits)", "accuracy": acc})
-    rows.append({"what": "activations only (ticks)",
-                 "accuracy": evaluate_q(model, src, bs, wq=False, aq=True)["accuracy"]})
-    rows.append({"what": "all (integer model)",
-                 "accuracy": evaluate_q(model, src, bs)["accuracy"]})
+def sensitivity(net: QNet, real: quant.Latent, final: quant.Latent, src: Source,
+                bs: int = 512) -> list[dict]:
+    """Post-training quantisation layer by layer, to find the culprit when it hurts: accuracy
+    with real weights and real activations clipped to the windows, then with only one layer's
+    weights (and bias) quantised as ``final`` has them, only the ticks, and everything. ``loss``
+    is the drop from the first row; the largest weight row is marked ``worst``."""
+    def acc(lat, **kw):
+        return evaluate_q(FakeQuantNet(net, lat), src, bs, **kw)["accuracy"]
+
+    base = acc(real, wq=False, aq=False)
+    rows = [{"what": "none (real weights, real activations clipped to windows)",
+             "accuracy": base}]
+    for la in net.layers:
+        if la.kind not in ("neuron", "readout") or all(w is None for w in
+                                                        real.weights.get(la.name, [None])):
+            continue
+        bits = max(g.bits for g, w in zip(la.groups, real.weights[la.name]) if w is not None)
+        one = copy.copy(real)
+        one.weights = {**real.weights, la.name: final.weights[la.name]}
+        one.bias = {**real.bias, la.name: final.bias[la.name]}
+        rows.append({"what": f"weights of {la.name} ({bits} bits)", "layer": la.name,
+                     "accuracy": acc(one, wq={la.name}, aq=False)})
+    rows.append({"what": "activations only (ticks)", "accuracy": acc(real, wq=False)})
+    rows.append({"what": "all (integer model)", "accuracy": acc(final)})
+    for r in rows:
+        r["loss"] = base - r["accuracy"]
+    layer_rows_ = [r for r in rows if "layer" in r]
+    if layer_rows_:
+        worst = max(layer_rows_, key=lambda r: r["loss"])
+        worst["worst"] = worst["loss"] > 0
     return rows
+
+
+def accuracy_warnings(rows: list[dict], sens: list[dict], limit: float) -> list[str]:
+    """A warning for each integer model that loses more than ``limit`` against the ANN, naming
+    the layer whose weights cost most in the sensitivity table."""
+    ann = rows[0]["accuracy"]
+    worst = next((r for r in sens if r.get("worst")), None)
+    out = []
+    for r in rows[2:]:
+        drop = ann - r["accuracy"]
+        if drop <= limit:
+            continue
+        msg = (f"the {r['model']} model loses {100 * drop:.1f} points against the ANN "
+               f"({100 * ann:.2f}% -> {100 * r['accuracy']:.2f}%, limit {100 * limit:g})")
+        if worst is not None:
+            msg += (f"; the weights of {worst['layer']} cost most when quantised alone "
+                    f"({100 * worst['loss']:.1f} points, sensitivity table)")
+        act = next((x for x in sens if x["what"].startswith("activations")), None)
+        if act is not None and act["loss"] > limit / 2:
+            msg += f"; the ticks alone cost {100 * act['loss']:.1f} points (more --time-bits)"
+        out.append(msg + "; the per-layer error table shows where the error grows")
+    return out
+
+
+def _layer_errors(net: QNet, snn: SNN, src: Source, limit: int = 1000) -> dict:
+    """The integer model against the float SNN, layer by layer, on up to ``limit`` samples."""
+    from . import intcompare
+
+    def batches():
+        n = 0
+        for xb, _ in _eval_batches(src, 250):
+            if n >= limit:
+                return
+            yield np.asarray(xb[:limit - n], np.float64)
+            n += len(xb)
+
+    return intcompare.compare(net, snn, batches()).as_dict()
 
 
 def layer_rows(net: QNet) -> list[dict]:
@@ -801,8 +873,10 @@ def report_tables(rep: dict) -> list:
               title_justify="left")
     s.add_column("quantised")
     s.add_column("accuracy %", justify="right")
+    s.add_column("loss (points)", justify="right")
     for r in rep["sensitivity"]:
-        s.add_row(r["what"], pct(r["accuracy"]))
+        s.add_row(r["what"] + ("  [bold yellow]<- largest[/]" if r.get("worst") else ""),
+                  pct(r["accuracy"]), "" if "loss" not in r else f"{100 * r['loss']:.2f}")
     h = Table(title=f"epochs (best: {rep['validation']['best_epoch']})", title_justify="left")
     for c in ("epoch", "loss", "val accuracy %", "spikes/neuron", "seconds"):
         h.add_column(c, justify="right")
@@ -822,7 +896,13 @@ def report_tables(rep: dict) -> list:
                                        f"{ramp[0]}..{ramp[1]}"),
                   str(r["fan_in"]), str(r["I_bits"]), str(r["V_bits"]),
                   "; ".join(r["issues"]) or "ok")
-    return [t, s, h, f]
+    tables = [t, s, h, f]
+    if rep.get("layer_errors"):
+        from .report import quant_error_table
+
+        tables.append(quant_error_table(rep["layer_errors"], "fine-tuned integer model vs the "
+                                        "float SNN, layer by layer"))
+    return tables
 
 
 # --- file-level entry point -----------------------------------------------------------------------
@@ -836,7 +916,7 @@ def finetune_file(model, output, data=None, **kw) -> dict:
         raise UsageError(f"-o {output}: an integer model file needs the suffix .snnq")
     check_output(output, [model, data, kw.get("val"), kw.get("config"), kw.get("target")])
     snn = modelfile.load(model)
-    res = finetune(snn, data, output=output, **kw)
+    res = finetune(snn, data, output=output, float_model=model, **kw)
     rep = dict(res.report)
     rep["output"] = str(output)
     rep["warnings"] = res.warnings

@@ -118,3 +118,23 @@ def layer_table(rows: list[dict], title: str = "layers"):
                   f"{r['spikes_per_neuron']:.3f}" if "spikes_per_neuron" in r else "", ins,
                   tensor_cell(r.get("onnx_tensor"), r.get("fused", ()), r.get("note", "")))
     return t
+
+
+def quant_error_table(cmp: dict, title: str = "integer model vs the float SNN, layer by layer"):
+    """Where quantisation hurts (``intcompare.Comparison.as_dict``): per layer the error of
+    x_ticks * tick value against the float SNN, in ticks and relative to the layer's largest
+    value, and the share of float values beyond the integer window (clipped)."""
+    from rich.table import Table
+
+    t = Table(title=f"{title} ({cmp['samples']} samples, top-1 agreement "
+                    f"{cmp['top1_agreement']:.2%})", title_justify="left")
+    for col in ("layer", "kind", "ticks", "max err (ticks)", "mean err (ticks)", "err rel",
+                "clipped"):
+        t.add_column(col, justify="left" if col in ("layer", "kind") else "right")
+    for r in cmp["layers"]:
+        ro = r["kind"] == "readout"
+        t.add_row(r["layer"], r["kind"], "" if ro else str(r["ticks"]),
+                  "" if ro else f"{r['max_error_ticks']:.2f}",
+                  "" if ro else f"{r['mean_error_ticks']:.3f}", f"{r['rel_error']:.2e}",
+                  "" if ro else f"{r['clipped_share']:.2%}")
+    return t

@@ -67,9 +67,10 @@ def group_input(g, s_src: torch.Tensor, layer: Layer, src: Layer, tau_c: float) 
 @torch.no_grad()
 def simulate(snn: SNN, x, dtype=torch.float64, record: bool | set[str] = False,
              observe: Callable[[Layer, torch.Tensor], None] | None = None,
-             noise: float = 0.0, generator: torch.Generator | None = None,
+             noise: float | dict[str, float] = 0.0, generator: torch.Generator | None = None,
              backend: str = "torch") -> SimResult:
-    """Run a batch. ``noise``: Gaussian jitter of hidden spike times (std in units of tau_c).
+    """Run a batch. ``noise``: Gaussian jitter of hidden spike times (std in units of tau_c),
+    one for every layer or per layer name (a layer not named does not jitter).
 
     ``backend``: "torch" (this reference implementation), "onnx" (the same computation compiled
     to an onnxruntime session, cached on the SNN; see ``snnconv.backends.onnx_backend``) or
@@ -111,8 +112,9 @@ def simulate(snn: SNN, x, dtype=torch.float64, record: bool | set[str] = False,
             if not layer.saturating:
                 st.clipped = int((raw > w).sum())
             s = torch.clamp(raw, 0.0, w)
-            if noise:
-                jit = torch.randn(s.shape, generator=generator, dtype=s.dtype) * (noise * tau)
+            sd = noise.get(layer.name, 0.0) if isinstance(noise, dict) else noise
+            if sd:
+                jit = torch.randn(s.shape, generator=generator, dtype=s.dtype) * (sd * tau)
                 s = torch.where(s > 0, torch.clamp(s + jit, 0.0, w), s)
         st.spikes = int((s > 0).sum())
         res.stats[layer.name] = st
