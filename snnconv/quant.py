@@ -98,9 +98,10 @@ def load_profile(path=None) -> Profile:
     return Profile(**d).check()
 
 
-#: Synapse ops the integer model holds. Transposed convolutions, transposes and gathers
-#: (``select``) would also need per-channel equalisation through a permutation: refused for now.
-INTEGER_OPS = ("conv", "dense", "sumpool", "scale", "reshape", "place", "pad")
+#: Synapse ops the integer model holds: weighted maps and every wiring op (a permutation or
+#: selection of lines is free in hardware; scales move through it to the weighted map).
+INTEGER_OPS = ("conv", "dense", "sumpool", "scale", "reshape", "place", "pad", "transpose",
+               "select")
 
 
 def check_supported(snn: SNN) -> None:
@@ -189,11 +190,18 @@ def _sink_scales(ops: list[Op]) -> list[Op]:
         changed = False
         for i in range(1, len(ops)):
             a, b = ops[i - 1], ops[i]
-            if b.kind != "scale" or a.kind not in ("reshape", "place", "pad"):
+            if b.kind != "scale" or a.kind not in ("reshape", "place", "pad", "transpose",
+                                                   "select"):
                 continue
             s = full(b.scale, b.in_shape)
             if a.kind == "reshape":
                 s_in = s.reshape(a.in_shape)
+            elif a.kind == "transpose":
+                s_in = s.transpose(np.argsort(a.perm))
+            elif a.kind == "select":
+                s_in = _unselect(s, a)
+                if s_in is None:
+                    continue
             elif a.kind == "place":
                 idx = [slice(None)] * len(a.in_shape)
                 idx[a.axis] = slice(a.offset, a.offset + a.in_shape[a.axis])
@@ -209,6 +217,22 @@ def _sink_scales(ops: list[Op]) -> list[Op]:
             changed = True
             break
     return ops
+
+
+def _unselect(s: np.ndarray, sel: Op) -> np.ndarray | None:
+    """A scale after a selection as a scale before it: every copy of an input must carry the
+    same factor (inputs no output copies get 1). None if copies disagree."""
+    s_in = np.ones(sel.in_shape)
+    seen = np.zeros(sel.in_shape[sel.axis], bool)
+    for j, i in enumerate(sel.index):
+        v = np.take(s, j, axis=sel.axis)
+        if seen[i] and not np.array_equal(np.take(s_in, i, axis=sel.axis), v):
+            return None
+        idx = [slice(None)] * len(sel.in_shape)
+        idx[sel.axis] = i
+        s_in[tuple(idx)] = v
+        seen[i] = True
+    return s_in
 
 
 def fold_chain(ops: list[Op], in_shape, out_shape, s_in=None, s_out=None,
