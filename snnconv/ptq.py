@@ -77,16 +77,17 @@ def refine(net: QNet, lat: Latent, snn: SNN, x: np.ndarray, gptq: bool = True,
                 env_q[la.name] = pool_values(net, la, env_q[la.source])
             else:
                 zf = _float_pre(fl, env_f)
+                if la.name in lat.weights and gptq:
+                    _gptq_layer(la, lat, env_q)
+                zi = _int_sum(la, lat, env_q)
                 if la.name in lat.weights:
-                    if gptq:
-                        _gptq_layer(la, lat, env_q)
                     if bias:
-                        _correct_bias(la, lat, zf, env_q, rounding)
+                        _correct_bias(la, lat, zf, zi, rounding)
                     adv(1)
                 if la.kind == "readout":
                     break
                 env_f[la.name] = torch.clamp(zf, 0.0, fl.cap if fl.cap is not None else None)
-                env_q[la.name] = _fire(la, lat, env_q)
+                env_q[la.name] = _fire(la, lat, zi)
             for s in fl.sources():
                 uses[s] -= 1
                 if uses[s] == 0:
@@ -126,9 +127,8 @@ def _int_sum(la: QLayer, lat: Latent, env_q) -> torch.Tensor:
     return z
 
 
-def _fire(la: QLayer, lat: Latent, env_q) -> torch.Tensor:
-    """x_ticks = clip(floor((V + b_int) / R), 0, T), as the golden model computes it."""
-    z = _int_sum(la, lat, env_q)
+def _fire(la: QLayer, lat: Latent, z: torch.Tensor) -> torch.Tensor:
+    """x_ticks = clip(floor((V + b_int) / R), 0, T) from V = ``z``, as the golden model does."""
     b = torch.as_tensor(np.round(np.asarray(lat.bias[la.name], np.float64)))
     r = torch.as_tensor(np.asarray(la.ramp, np.float64))
     return torch.clamp(torch.floor((z + b) / r), 0, la.ticks)
@@ -136,14 +136,15 @@ def _fire(la: QLayer, lat: Latent, env_q) -> torch.Tensor:
 
 # --- bias correction ------------------------------------------------------------------------------
 
-def _correct_bias(la: QLayer, lat: Latent, zf: torch.Tensor, env_q, rounding: bool) -> None:
+def _correct_bias(la: QLayer, lat: Latent, zf: torch.Tensor, z: torch.Tensor,
+                  rounding: bool) -> None:
     """b += mean over samples and positions of (float target - integer V), per channel, where
     the ReLU passes either value (neurons below zero in both, or saturated in both, do not care).
     The target is the float pre-activation in V units, plus the R/2 that the bias carries for
     rounding (so b_int's convention is kept)."""
     step = torch.as_tensor(np.asarray(la.step, np.float64))
     b = torch.as_tensor(np.asarray(lat.bias[la.name], np.float64))
-    zi = _int_sum(la, lat, env_q) + torch.round(b)
+    zi = z + torch.round(b)
     if la.kind == "readout":
         zt = zf / step
         live = torch.ones_like(zt, dtype=torch.bool)
