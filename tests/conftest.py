@@ -8,6 +8,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_models"
 MNIST = Path(os.environ.get("SNNCONV_MNIST", ROOT.parent / "shared" / "data" / "mnist"))
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one intra-op thread per worker: with as many workers as cores, more threads only wait
+    # on each other (a run of tiny ops, such as GPTQ's column loop, slowed 40x)
+    import torch
+
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def digits():
