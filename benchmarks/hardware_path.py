@@ -128,17 +128,37 @@ def bench(kind: str, work: Path, epochs: int, float_epochs: int) -> dict:
 
 
 def ranges(work: Path, nets: list[str]) -> list[dict]:
+    """PTQ accuracy and top-1 agreement with the float SNN per activation-range rule, with and
+    without the GPTQ/bias-correction refinement (the quantisation API directly: no training)."""
+    from snnconv import intmodel, ptq, quant
+
     out = []
     for kind in nets:
         d = data(kind, work)
         snn = snnconv.convert(float_net(kind, *d["float"], work, 3), d["train"])
+        xtr = np.load(d["train"])["x"].astype(np.float64)
+        te = np.load(d["test"])
+        xte, yte = te["x"].astype(np.float64), te["y"]
+
+        def predict(net, xte=xte):
+            return np.concatenate([intmodel.golden(net, xte[i:i + 500]).logits.argmax(1).numpy()
+                                   for i in range(0, len(xte), 500)])
+
+        ref = np.concatenate([snn.simulate(xte[i:i + 500]).logits.argmax(1).numpy()
+                              for i in range(0, len(xte), 500)])
+        stats = quant.act_stats(snn, [torch.as_tensor(xtr[i:i + 512])
+                                      for i in range(0, 2048, 512)])
         for rule in ("mse", "max", 99.99, 99.9):
             for bits, tb in ((8, 8), (4, 4)):
-                for method in ("gptq", "none"):
-                    r = run(snn, d, quantize=bits, time_bits=tb, epochs=0, act_range=rule,
-                            ptq=method)
+                net, lat = quant.build(snn, stats, quant.QuantConfig(
+                    bits=bits, time_bits=tb, act_range=rule), quant.Profile())
+                for method in ("none", "gptq"):
+                    if method == "gptq":
+                        lat = ptq.refine(net, lat, snn, xtr[:512])
+                    p = predict(quant.with_latent(net, lat))
                     rec = {"net": kind, "rule": rule, "bits": bits, "time_bits": tb,
-                           "ptq_method": method, "ann": r["ann"], "ptq": r["ptq"]}
+                           "ptq_method": method, "float": float((ref == yte).mean()),
+                           "ptq": float((p == yte).mean()), "agree": float((p == ref).mean())}
                     out.append(rec)
                     print(json.dumps(rec), flush=True)
     return out

@@ -13,6 +13,7 @@ import snnconv
 from snnconv import finetune as ft, intcompare, intmodel, ptq, quant
 
 from . import trained
+from .conftest import MNIST
 
 #: (bits, time bits) from coarse to fine; the last is the "lossless" setting of the issue
 LADDER = ((4, 4), (6, 6), (8, 8))
@@ -137,3 +138,32 @@ def test_a_lossy_quantisation_warns_and_names_the_culprit():
     assert msg and "sensitivity table" in msg[0]
     worst = [r for r in res.report["sensitivity"] if r.get("worst")]
     assert len(worst) == 1 and worst[0]["layer"] in msg[0]
+
+
+RESNET20 = MNIST.parent.parent / "models" / "resnet20_mnist.onnx"
+
+
+@pytest.mark.mnist
+@pytest.mark.skipif(not (MNIST / "t10k-images-idx3-ubyte.gz").is_file()
+                    or not RESNET20.is_file(), reason="../shared MNIST or ResNet-20 absent")
+def test_resnet20_ptq_within_half_a_point_at_every_width():
+    """The regression net of the issue: post-training quantisation at 4..8-bit weights and 256
+    ticks within 0.5 points of float (calibration on MNIST t10k 0-3,999, test 8,000-9,999)."""
+    from benchmarks import mnist_finetune as mb
+
+    (xtr, _), (xte, yte) = mb.load_mnist()
+    xtr, xte = (xtr[:4000] - 0.1307) / 0.3081, (xte - 0.1307) / 0.3081
+    snn = snnconv.convert(RESNET20, xtr[:1000])
+    acc_float = float((snn.simulate(xte).logits.argmax(1).numpy() == yte).mean())
+    assert acc_float > 0.95
+    stats = quant.act_stats(snn, [torch.as_tensor(xtr[i:i + 512], dtype=torch.float64)
+                                  for i in range(0, 2048, 512)])
+    accs = {}
+    for bits in range(4, 9):
+        net, lat = quant.build(snn, stats, quant.QuantConfig(bits=bits, time_bits=8),
+                               quant.Profile())
+        net = quant.with_latent(net, ptq.refine(net, lat, snn, xtr[:512]))
+        pred = np.concatenate([intmodel.golden(net, xte[i:i + 500]).logits.argmax(1).numpy()
+                               for i in range(0, len(xte), 500)])
+        accs[bits] = float((pred == yte).mean())
+    assert all(acc_float - a <= 0.005 for a in accs.values()), (acc_float, accs)
