@@ -213,7 +213,7 @@ def test_cli_reference_is_current():
 
 def test_supported_ops_table_matches_the_importer():
     """README's table of ONNX ops lists exactly the ops the importer registers."""
-    from snnconv.importer.handlers import HANDLERS
+    from snnconv.importer.registry import HANDLERS
 
     text = (ROOT / "README.md").read_text()
     section = text.split("## Supported ONNX ops", 1)[1].split("\n## ", 1)[0]

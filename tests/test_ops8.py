@@ -21,7 +21,8 @@ from torch import nn
 import snnconv
 from snnconv.errors import ModelImportError, UnsupportedOpError
 from snnconv.importer import import_onnx
-from snnconv.importer.handlers import GENERIC_HINT, HANDLERS, NOT_PIECEWISE_LINEAR, REWRITE_HINT
+from snnconv.importer.hints import GENERIC_HINT, NOT_PIECEWISE_LINEAR, REWRITE_HINT
+from snnconv.importer.registry import HANDLERS
 
 from .helpers import G, check_model, run_ort, uniform
 from .test_ops import _shape, data, head

@@ -1,10 +1,13 @@
-"""ONNX importer: the only part of snnconv that reads ONNX models. It returns an ``ir.Graph``."""
+"""ONNX importer: the only part of snnconv that reads ONNX models. It returns an ``ir.Graph``.
+
+loader (read, check, upgrade, fold) -> builder (walk the graph) -> registry -> ops (one handler
+per op and opset layout, which see the graph only through context.Ctx); hints hold the refusals.
+"""
 
 from __future__ import annotations
 
 from .. import ir
 from ..errors import ModelImportError, SnnconvError
-from . import handlers  # noqa: F401 - fills the registry
 from .builder import build
 from .loader import prepare, read_model
 
@@ -35,4 +38,4 @@ def load_checked(source):
     return model, name
 
 
-__all__ = ["import_onnx", "load_checked", "handlers"]
+__all__ = ["import_onnx", "load_checked"]
