@@ -32,10 +32,4 @@ def import_onnx(source, input_shape: tuple[int, ...] | None = None) -> ir.Graph:
                                "it (with --debug output)") from e
 
 
-def load_checked(source):
-    """The ONNX model as a prepared ModelProto (for tools that run the original in onnxruntime)."""
-    model, name = read_model(source)
-    return model, name
-
-
-__all__ = ["import_onnx", "load_checked"]
+__all__ = ["import_onnx"]

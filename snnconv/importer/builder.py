@@ -9,8 +9,6 @@ shape inference.
 
 from __future__ import annotations
 
-import math
-
 import onnx
 from onnx import numpy_helper
 
@@ -188,6 +186,3 @@ def build(model: onnx.ModelProto, file: str, input_shape: tuple | None = None) -
                     nodes=ctx.nodes, source=file, batch=full[0], head=ctx.head,
                     onnx_output=out)
 
-
-def prod(s) -> int:
-    return int(math.prod(s))
