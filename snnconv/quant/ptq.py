@@ -29,10 +29,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import equivalent, kernels
-from .intmodel import QLayer, QNet, apply_op, encode_input, op_array, pool_values
-from .quant import Latent, qmax, quantize_weights
-from .snn import SNN, NeuronLayer, ReadoutLayer, chain_apply
+from .. import equivalent, kernels
+from ..intmodel import QLayer, QNet, apply_op, encode_input, op_array, pool_values
+from ..snn import SNN, NeuronLayer, ReadoutLayer, chain_apply
+from .latent import Latent
+from .levels import qmax, quantize_weights
 
 #: GPTQ's damping: this share of the mean Hessian diagonal is added to every diagonal entry
 DAMP = 0.01
@@ -55,7 +56,7 @@ def sample_budget(snn: SNN, wanted: int) -> int:
 def refine(net: QNet, lat: Latent, snn: SNN, x: np.ndarray, gptq: bool = True,
            bias: bool = True, progress: bool = False) -> Latent:
     """Refined latents for ``net`` (built from ``snn`` by ``quant.build``) on inputs ``x``."""
-    from .progress import bar
+    from ..progress import bar
 
     lat = copy.deepcopy(lat)
     x = np.asarray(x, np.float64)
