@@ -130,7 +130,8 @@ def bench(kind: str, work: Path, epochs: int, float_epochs: int) -> dict:
 def ranges(work: Path, nets: list[str]) -> list[dict]:
     """PTQ accuracy and top-1 agreement with the float SNN per activation-range rule, with and
     without the GPTQ/bias-correction refinement (the quantisation API directly: no training)."""
-    from snnconv import intmodel, ptq, quant
+    from snnconv import intmodel, quant
+    from snnconv.quant import ptq
 
     out = []
     for kind in nets:

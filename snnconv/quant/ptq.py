@@ -24,15 +24,18 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import equivalent, kernels
-from .intmodel import QLayer, QNet, apply_op, encode_input, op_array, pool_values
-from .quant import Latent, qmax, quantize_weights
-from .snn import SNN, NeuronLayer, ReadoutLayer, chain_apply
+from .. import equivalent, kernels
+from ..intmodel import QLayer, QNet, apply_op, encode_input, op_array, pool_values
+from ..snn import SNN, NeuronLayer, ReadoutLayer, chain_apply
+from ..walk import walk
+from .latent import Latent
+from .levels import qmax, quantize_weights
 
 #: GPTQ's damping: this share of the mean Hessian diagonal is added to every diagonal entry
 DAMP = 0.01
@@ -51,56 +54,57 @@ def sample_budget(snn: SNN, wanted: int) -> int:
     return max(16, min(wanted, BUDGET_BYTES // (8 * 6 * widest)))
 
 
+class _Values(NamedTuple):
+    """A layer's output in both models, side by side."""
+
+    real: torch.Tensor  # float SNN values
+    ticks: torch.Tensor  # integer model ticks
+
+
 @torch.no_grad()
 def refine(net: QNet, lat: Latent, snn: SNN, x: np.ndarray, gptq: bool = True,
            bias: bool = True, progress: bool = False) -> Latent:
     """Refined latents for ``net`` (built from ``snn`` by ``quant.build``) on inputs ``x``."""
-    from .progress import bar
+    from ..progress import bar
 
     lat = copy.deepcopy(lat)
     x = np.asarray(x, np.float64)
     floats = {la.name: la for la in snn.layers}
     rounding = (net.meta.get("quantization") or {}).get("round_activations", True)
-    uses = equivalent.consumers_count(snn.layers)
-    env_f: dict[str, torch.Tensor] = {}  # float SNN values
-    env_q: dict[str, torch.Tensor] = {}  # integer model ticks
     steps = sum(1 for la in net.layers if la.name in lat.weights)
     with bar("refining quantisation", steps, progress) as adv:
-        for la in net.layers:
+
+        def step(la: QLayer, env: dict[str, _Values]) -> _Values | None:
             fl = floats[la.name]
             if la.kind == "input":
-                env_f[la.name] = torch.clamp(equivalent.input_values(fl, torch.as_tensor(x)),
-                                             0.0, 1.0)
-                env_q[la.name] = encode_input(la, x)
-            elif la.kind == "pool":
-                env_f[la.name] = fl.apply(env_f[la.source])
-                env_q[la.name] = pool_values(net, la, env_q[la.source])
-            else:
-                zf = _float_pre(fl, env_f)
-                if la.name in lat.weights and gptq:
-                    _gptq_layer(la, lat, env_q)
-                zi = _int_sum(la, lat, env_q)
-                if la.name in lat.weights:
-                    if bias:
-                        _correct_bias(la, lat, zf, zi, rounding)
-                    adv(1)
-                if la.kind == "readout":
-                    break
-                env_f[la.name] = torch.clamp(zf, 0.0, fl.cap if fl.cap is not None else None)
-                env_q[la.name] = _fire(la, lat, zi)
-            for s in fl.sources():
-                uses[s] -= 1
-                if uses[s] == 0:
-                    env_f.pop(s, None)
-                    env_q.pop(s, None)
+                return _Values(torch.clamp(equivalent.input_values(fl, torch.as_tensor(x)),
+                                           0.0, 1.0), encode_input(la, x))
+            if la.kind == "pool":
+                src = env[la.source]
+                return _Values(fl.apply(src.real), pool_values(net, la, src.ticks))
+            zf = _float_pre(fl, env)
+            if la.name in lat.weights and gptq:
+                _gptq_layer(la, lat, env)
+            zi = _int_sum(la, lat, env)
+            if la.name in lat.weights:
+                if bias:
+                    _correct_bias(la, lat, zf, zi, rounding)
+                adv(1)
+            if la.kind == "readout":
+                return None
+            return _Values(torch.clamp(zf, 0.0, fl.cap if fl.cap is not None else None),
+                           _fire(la, lat, zi))
+
+        walk(net.layers, step, name=lambda la: la.name,
+             sources=lambda la: floats[la.name].sources())
     return lat
 
 
-def _float_pre(fl, env_f) -> torch.Tensor:
+def _float_pre(fl, env: dict[str, _Values]) -> torch.Tensor:
     """The float layer's pre-activation (value units)."""
     z = None
     for g in fl.groups:
-        y = chain_apply(g.ops, env_f[g.source])
+        y = chain_apply(g.ops, env[g.source].real)
         z = y if z is None else z + y
     if isinstance(fl, ReadoutLayer):
         return z + torch.as_tensor(np.asarray(fl.bias, np.float64))
@@ -116,11 +120,11 @@ def _arrays(la: QLayer, lat: Latent, gi: int) -> list:
         for o in g.ops]
 
 
-def _int_sum(la: QLayer, lat: Latent, env_q) -> torch.Tensor:
+def _int_sum(la: QLayer, lat: Latent, env: dict[str, _Values]) -> torch.Tensor:
     """V at t_min in V units: sum over groups of integer weights times source ticks."""
     z = None
     for gi, g in enumerate(la.groups):
-        y = env_q[g.source]
+        y = env[g.source].ticks
         for op, a in zip(g.ops, _arrays(la, lat, gi)):
             y = apply_op(op, y, a)
         z = y if z is None else z + y
@@ -163,7 +167,7 @@ def _correct_bias(la: QLayer, lat: Latent, zf: torch.Tensor, z: torch.Tensor,
 
 # --- GPTQ -----------------------------------------------------------------------------------------
 
-def _gptq_layer(la: QLayer, lat: Latent, env_q) -> None:
+def _gptq_layer(la: QLayer, lat: Latent, env: dict[str, _Values]) -> None:
     for gi, g in enumerate(la.groups):
         w = lat.weights[la.name][gi]
         if w is None:
@@ -172,7 +176,7 @@ def _gptq_layer(la: QLayer, lat: Latent, env_q) -> None:
         op = g.ops[wi]
         if op.kind not in ("conv", "dense"):
             continue
-        xin = env_q[g.source]
+        xin = env[g.source].ticks
         for o in g.ops[:wi]:
             xin = o.apply(xin)
         w = np.asarray(w, np.float64)
