@@ -28,7 +28,8 @@ import torch
 
 from . import equivalent
 from .errors import UsageError
-from .intmodel import QGroup, QLayer, QNet, op_array, set_widths
+from .intmodel import QGroup, QInput, QLayer, QNet, QNeuron, QPool, QReadout, op_array, \
+    set_widths
 from .mapping import compress, dense_matrix, full, simplify
 from .snn import (
     SNN, WEIGHTED, DenseOp, InputLayer, NeuronLayer, Op, PoolLayer, ReadoutLayer, ReshapeOp,
@@ -632,17 +633,17 @@ def build(snn: SNN, stats: ActStats, cfg: QuantConfig, prof: Profile) -> tuple[Q
     for la in snn.layers:
         if isinstance(la, InputLayer):
             T = ticks[la.stage]
-            q = QLayer(la.name, "input", tuple(la.shape), stage=0, t_min=0, t_max=T,
+            q = QInput(la.name, tuple(la.shape), stage=0, t_min=0, t_max=T,
                        scale=np.array(1.0 / T), lo=np.asarray(la.lo, np.float64),
                        hi=np.asarray(la.hi, np.float64))
         elif isinstance(la, PoolLayer):
             src = by[la.source]
-            q = QLayer(la.name, "pool", tuple(la.shape), stage=src.stage, t_min=src.t_min,
-                       t_max=src.t_max, scale=src.scale, source=la.source,
-                       pool=dict(kernel=tuple(la.kernel), stride=tuple(la.stride),
-                                 pads_begin=tuple(la.pads_begin), pads_end=tuple(la.pads_end),
-                                 dilation=tuple(la.dilation)),
-                       minimum=np.asarray(la.minimum, bool))
+            q = QPool(la.name, tuple(la.shape), stage=src.stage, t_min=src.t_min,
+                      t_max=src.t_max, scale=src.scale, source=la.source,
+                      pool=dict(kernel=tuple(la.kernel), stride=tuple(la.stride),
+                                pads_begin=tuple(la.pads_begin), pads_end=tuple(la.pads_end),
+                                dilation=tuple(la.dilation)),
+                      minimum=np.asarray(la.minimum, bool))
         else:
             q, w_lat, b_lat, inf = _build_layer(la, snn, by, ticks, t_end, stats, cfg, prof,
                                                 per_channel, first)
@@ -685,8 +686,8 @@ def _build_layer(la, snn, by, ticks, t_end, stats, cfg, prof, per_channel, first
         u = np.full(C, max(float(np.max(u_opt)), float(np.max(u_hard))))
         R = None
         s_n = u
-        q = QLayer(la.name, "readout", shape, stage=la.stage, t_min=t_end[la.stage - 1],
-                   t_max=t_end[la.stage - 1])
+        q = QReadout(la.name, shape, stage=la.stage, t_min=t_end[la.stage - 1],
+                     t_max=t_end[la.stage - 1])
     else:
         T = ticks[la.stage]
         if la.saturating:
@@ -698,8 +699,8 @@ def _build_layer(la, snn, by, ticks, t_end, stats, cfg, prof, per_channel, first
         s_n, R = choose_ramp(np.full(C, X / T), u_opt, u_hard, prof)
         inf["range"] = float(np.max(s_n)) * T
         u = s_n / R
-        q = QLayer(la.name, "neuron", shape, stage=la.stage, t_min=t_end[la.stage - 1],
-                   t_max=t_end[la.stage])
+        q = QNeuron(la.name, shape, stage=la.stage, t_min=t_end[la.stage - 1],
+                    t_max=t_end[la.stage])
         inf["ramp"] = [int(R.min()), int(R.max())]
     cs = (-1,) + (1,) * (len(shape) - 1)
     # 4) integer units: divide every group's output by u, round

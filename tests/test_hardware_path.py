@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import snnconv
-from snnconv import finetune as ft, intcompare, intmodel, ptq, quant
+from snnconv import finetune as ft, intmodel, ptq, quant
+from snnconv.intmodel import compare as intcompare
 
 from . import trained
 from .conftest import MNIST

@@ -16,18 +16,27 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import data as data_mod, intmodel
-from .errors import OutputError, UsageError
-from .intmodel import QNet
+from .. import data as data_mod
+from ..errors import OutputError, UsageError
+from .common import Compiled, fire_ticks
+from .golden import golden
+from .layers import QInput, QNet, QReadout
+from .regsim import regsim
+from .snnq import load
+
+
+def _recorded(net: QNet) -> set[str]:
+    """The layers whose spike ticks the vectors hold: all but the readout."""
+    return {la.name for la in net.layers if not isinstance(la, QReadout)}
 
 
 def _near_and_saturated(net: QNet, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per sample: number of saturated neurons, number of near-threshold neurons."""
     sat = np.zeros(len(x), np.int64)
     near = np.zeros(len(x), np.int64)
-    rec = {la.name for la in net.layers if la.kind in ("input", "neuron", "pool")}
-    g = intmodel.golden(net, x, record=rec)
-    comp = intmodel.Compiled(net, torch.float64)
+    rec = _recorded(net)
+    g = golden(net, x, record=rec)
+    comp = Compiled(net, torch.float64)
     for la in net.hidden():
         t = g.ticks[la.name].reshape(len(x), -1)
         sat += (t == la.ticks).sum(1).numpy()
@@ -49,7 +58,7 @@ def select(net: QNet, x: np.ndarray, n: int, pool: int = 4096) -> list[tuple[int
     sat, near = _near_and_saturated(net, np.asarray(x[:m], np.float64))
     ovf = np.zeros(m, bool)
     for i in range(0, m, 256):
-        r = intmodel.regsim(net, np.asarray(x[i:i + 256], np.float64))
+        r = regsim(net, np.asarray(x[i:i + 256], np.float64))
         if sum(r.overflow.values()):
             ovf[i:i + 256] = True  # coarse: the batch holds an overflow
     chosen: list[tuple[int, str]] = []
@@ -81,7 +90,7 @@ def _hex_words(a: np.ndarray, digits: int) -> str:
 
 
 def export_vectors(path, data, n: int, out_dir, batch_size: int = 256) -> dict:
-    net = intmodel.load(path)
+    net = load(path)
     ds = data_mod.load(data, tuple(net.input.shape))
     if n < 1:
         raise UsageError("--n must be at least 1")
@@ -93,9 +102,9 @@ def export_vectors(path, data, n: int, out_dir, batch_size: int = 256) -> dict:
     picks = select(net, x_all, min(n, len(x_all)))
     idx = np.array([i for i, _ in picks])
     x = x_all[idx]
-    rec = {la.name for la in net.layers if la.kind in ("input", "neuron", "pool")}
-    g = intmodel.golden(net, x, record=rec)
-    r = intmodel.regsim(net, x, record=rec)
+    rec = _recorded(net)
+    g = golden(net, x, record=rec)
+    r = regsim(net, x, record=rec)
     if not torch.equal(g.logits, r.logits) or any(
             not torch.equal(g.ticks[k], r.ticks[k]) for k in rec):
         raise RuntimeError("golden model and register-level simulator disagree; not writing "
@@ -107,13 +116,13 @@ def export_vectors(path, data, n: int, out_dir, batch_size: int = 256) -> dict:
     for li, la in enumerate(net.layers):
         if la.name not in rec:
             continue
-        ticks = intmodel.fire_ticks(la, g.ticks[la.name]).reshape(len(x), -1).numpy()
+        ticks = fire_ticks(la, g.ticks[la.name]).reshape(len(x), -1).numpy()
         stem = f"{li:02d}_{_safe(la.name)}"
         np.savetxt(out / f"{stem}.csv", ticks, fmt="%d", delimiter=",")
         (out / f"{stem}.hex").write_text(_hex_words(np.where(ticks < 0, silent, ticks), tdig))
         files.append({"layer": la.name, "kind": la.kind, "shape": list(la.shape),
                       "t_min": la.t_min, "t_max": la.t_max, "csv": f"{stem}.csv",
-                      "hex": f"{stem}.hex", "role": "stimulus" if la.kind == "input"
+                      "hex": f"{stem}.hex", "role": "stimulus" if isinstance(la, QInput)
                       else "expected"})
     vbits = net.output.widths["V"]
     logits = g.logits.numpy()
