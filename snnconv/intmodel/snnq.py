@@ -144,17 +144,17 @@ def _read_neuron(d: dict, T: _Reader) -> dict:
     return dict(_read_synaptic(d, T), ramp=T(d["ramp"]).astype(np.int64))
 
 
-_READERS = {"input": _read_input, "pool": _read_pool, "neuron": _read_neuron,
-            "readout": _read_synaptic}
+_READERS = {QInput: _read_input, QPool: _read_pool, QNeuron: _read_neuron,
+            QReadout: _read_synaptic}
 
 
 def _read_layer(d: dict, T: _Reader) -> QLayer:
-    kind = d["kind"]
     common = dict(name=d["name"], shape=tuple(int(v) for v in d["shape"]),
                   stage=int(d["stage"]), t_min=int(d["t_min"]), t_max=int(d["t_max"]))
-    if kind not in _READERS:
-        raise ModelFileError(f"{T.name}: unknown layer kind '{kind}'")
-    la = LAYER_TYPES[kind](**common, **_READERS[kind](d, T))
+    cls = LAYER_TYPES.get(d["kind"])
+    if cls is None:
+        raise ModelFileError(f"{T.name}: unknown layer kind '{d['kind']}'")
+    la = cls(**common, **_READERS[cls](d, T))
     if isinstance(la, QNeuron) and not np.array_equal(
             np.broadcast_to(la.theta, np.shape(T(d["theta"]))), T(d["theta"])):
         raise ModelFileError(f"{T.name}: layer {la.name}: theta != R*T - bias")

@@ -112,27 +112,12 @@ def export_vectors(path, data, n: int, out_dir, batch_size: int = 256) -> dict:
     max_tick = max(la.t_max for la in net.layers)
     tdig = max(1, int(np.ceil(np.log2(max_tick + 2) / 4)))
     silent = (1 << (4 * tdig)) - 1
-    files = []
-    for li, la in enumerate(net.layers):
-        if la.name not in rec:
-            continue
-        ticks = fire_ticks(la, g.ticks[la.name]).reshape(len(x), -1).numpy()
-        stem = f"{li:02d}_{_safe(la.name)}"
-        np.savetxt(out / f"{stem}.csv", ticks, fmt="%d", delimiter=",")
-        (out / f"{stem}.hex").write_text(_hex_words(np.where(ticks < 0, silent, ticks), tdig))
-        files.append({"layer": la.name, "kind": la.kind, "shape": list(la.shape),
-                      "t_min": la.t_min, "t_max": la.t_max, "csv": f"{stem}.csv",
-                      "hex": f"{stem}.hex", "role": "stimulus" if isinstance(la, QInput)
-                      else "expected"})
+    files = _write_layers(out, net, g, rec, tdig, silent)
     vbits = net.output.widths["V"]
     logits = g.logits.numpy()
     np.savetxt(out / "output_logits.csv", logits, fmt="%d", delimiter=",")
     (out / "output_logits.hex").write_text(_hex_words(logits, int(np.ceil(vbits / 4))))
-    with open(out / "samples.csv", "w") as f:
-        f.write("row,data_index,reason,label,predicted\n")
-        for k, (i, why) in enumerate(picks):
-            lab = "" if ds.y is None else int(ds.y[i])
-            f.write(f"{k},{i},{why},{lab},{int(logits[k].argmax())}\n")
+    _write_samples(out / "samples.csv", picks, ds.y, logits)
     manifest = {
         "model": str(path), "data": str(data) if not hasattr(data, "shape") else "<array>",
         "samples": len(idx), "tick_hex_digits": tdig, "silent_code": silent,
@@ -148,6 +133,31 @@ def export_vectors(path, data, n: int, out_dir, batch_size: int = 256) -> dict:
     (out / "README.txt").write_text(README.format(tdig=tdig, silent=silent, vbits=vbits))
     return {"output": str(out), "samples": len(idx), "reasons": manifest["reasons"],
             "files": 2 * len(files) + 5}
+
+
+def _write_layers(out: Path, net: QNet, g, rec: set[str], tdig: int, silent: int) -> list[dict]:
+    """Per recorded layer, its firing ticks as CSV and hex; the manifest's rows."""
+    files = []
+    for li, la in enumerate(net.layers):
+        if la.name not in rec:
+            continue
+        ticks = fire_ticks(la, g.ticks[la.name]).reshape(g.samples, -1).numpy()
+        stem = f"{li:02d}_{_safe(la.name)}"
+        np.savetxt(out / f"{stem}.csv", ticks, fmt="%d", delimiter=",")
+        (out / f"{stem}.hex").write_text(_hex_words(np.where(ticks < 0, silent, ticks), tdig))
+        files.append({"layer": la.name, "kind": la.kind, "shape": list(la.shape),
+                      "t_min": la.t_min, "t_max": la.t_max, "csv": f"{stem}.csv",
+                      "hex": f"{stem}.hex", "role": "stimulus" if isinstance(la, QInput)
+                      else "expected"})
+    return files
+
+
+def _write_samples(path: Path, picks: list[tuple[int, str]], y, logits: np.ndarray) -> None:
+    with open(path, "w") as f:
+        f.write("row,data_index,reason,label,predicted\n")
+        for k, (i, why) in enumerate(picks):
+            lab = "" if y is None else int(y[i])
+            f.write(f"{k},{i},{why},{lab},{int(logits[k].argmax())}\n")
 
 
 README = """Test vectors exported by snnconv export-vectors.
