@@ -188,9 +188,6 @@ class QNet:
                 return self.layers[:i + 1]
         return self.layers
 
-    def pool_args(self, la: QPool) -> tuple:
-        return la.args()
-
     def weight_count(self) -> tuple[int, float]:
         """(number of stored integer weights, weight memory in bytes at their bit widths)."""
         n, bits = 0, 0.0
