@@ -113,7 +113,7 @@ def _event(ctx: Ctx):
 def _int_api():
     """The integer model's entry points, or a reason why they are missing."""
     if not has_module("snnconv.intmodel") or not has_module("snnconv.quant"):
-        return None, "snnconv/intmodel.py not present"
+        return None, "snnconv/intmodel not present"
     return importlib.import_module("snnconv.intmodel"), None
 
 

@@ -122,7 +122,7 @@ def _float_source(net, float_model):
 
 def _compare_float(net, snn, data, n, batch_size) -> dict:
     from . import data as data_mod
-    from .intcompare import compare
+    from .intmodel.compare import compare
 
     if tuple(snn.input.shape) != tuple(net.input.shape) or \
             [la.name for la in snn.layers] != [la.name for la in net.layers]:

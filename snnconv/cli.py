@@ -505,7 +505,7 @@ def export_vectors(
 
         snnconv export-vectors model.snnq --data test.npz --n 32 -o vectors/
     """
-    from .vectors import export_vectors as export
+    from .intmodel.vectors import export_vectors as export
 
     res = run(export, model, data, n, output)
     if as_json:

@@ -806,7 +806,7 @@ def sensitivity(net: QNet, real: quant.Latent, final: quant.Latent, src: Source,
 def float_jitter(net: QNet, snn: SNN, sigma: float) -> dict[str, float]:
     """Per neuron layer, ``sigma`` ticks of the integer model as a spike-time jitter of the
     float SNN in units of tau_c (the mean tick value over the layer's neurons)."""
-    from .intcompare import tick_values
+    from .intmodel.compare import tick_values
 
     ticks = tick_values(net)
     return {la.name: float(sigma * ticks[la.name].mean()) for la in snn.neuron_layers()
@@ -837,7 +837,7 @@ def accuracy_warnings(rows: list[dict], sens: list[dict], limit: float) -> list[
 
 def _layer_errors(net: QNet, snn: SNN, src: Source, limit: int = 1000) -> dict:
     """The integer model against the float SNN, layer by layer, on up to ``limit`` samples."""
-    from . import intcompare
+    from .intmodel import compare as intcompare
 
     def batches():
         n = 0

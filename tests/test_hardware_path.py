@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import snnconv
-from snnconv import finetune as ft, intcompare, intmodel, quant
+from snnconv import finetune as ft, intmodel, quant
+from snnconv.intmodel import compare as intcompare
 from snnconv.quant import ptq
 
 from . import trained

@@ -18,7 +18,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..errors import UsageError
-from ..intmodel import QGroup, QLayer, QNet, op_array, set_widths
+from ..intmodel import (
+    QGroup, QInput, QLayer, QNet, QNeuron, QPool, QReadout, op_array, set_widths,
+)
 from ..mapping import compress, full
 from ..snn import SNN, InputLayer, NeuronLayer, PoolLayer, ReadoutLayer, ScaleOp
 from .fold import channel_full, fold_chain, with_array
@@ -116,19 +118,19 @@ def _first_layers(snn: SNN) -> set[str]:
 
 
 def _input_layer(la: InputLayer, T: int) -> QLayer:
-    return QLayer(la.name, "input", tuple(la.shape), stage=0, t_min=0, t_max=T,
+    return QInput(la.name, tuple(la.shape), stage=0, t_min=0, t_max=T,
                   scale=np.array(1.0 / T), lo=np.asarray(la.lo, np.float64),
                   hi=np.asarray(la.hi, np.float64))
 
 
 def _pool_layer(la: PoolLayer, src: QLayer) -> QLayer:
     """Pools take their source's window and tick size (a max of ticks is the max of values)."""
-    return QLayer(la.name, "pool", tuple(la.shape), stage=src.stage, t_min=src.t_min,
-                  t_max=src.t_max, scale=src.scale, source=la.source,
-                  pool=dict(kernel=tuple(la.kernel), stride=tuple(la.stride),
-                            pads_begin=tuple(la.pads_begin), pads_end=tuple(la.pads_end),
-                            dilation=tuple(la.dilation)),
-                  minimum=np.asarray(la.minimum, bool))
+    return QPool(la.name, tuple(la.shape), stage=src.stage, t_min=src.t_min,
+                 t_max=src.t_max, scale=src.scale, source=la.source,
+                 pool=dict(kernel=tuple(la.kernel), stride=tuple(la.stride),
+                           pads_begin=tuple(la.pads_begin), pads_end=tuple(la.pads_end),
+                           dilation=tuple(la.dilation)),
+                 minimum=np.asarray(la.minimum, bool))
 
 
 def _build_layer(la, by: dict[str, QLayer], plan: _Plan):
@@ -167,8 +169,8 @@ def _tick_sizes(src: QLayer) -> np.ndarray:
 def _readout_units(la, shape, u_opt, u_hard, t_end):
     """One logit unit for every class (the hardware's argmax compares integers): (q, u, None)."""
     u = np.full(shape[0], max(float(np.max(u_opt)), float(np.max(u_hard))))
-    q = QLayer(la.name, "readout", shape, stage=la.stage, t_min=t_end[la.stage - 1],
-               t_max=t_end[la.stage - 1])
+    q = QReadout(la.name, shape, stage=la.stage, t_min=t_end[la.stage - 1],
+                 t_max=t_end[la.stage - 1])
     return q, u, None
 
 
@@ -185,8 +187,8 @@ def _neuron_units(la, shape, u_opt, u_hard, plan: _Plan, inf: dict):
     s_n, R = choose_ramp(np.full(shape[0], X / T), u_opt, u_hard, plan.prof)
     inf["range"] = float(np.max(s_n)) * T
     t_end = plan.t_end
-    q = QLayer(la.name, "neuron", shape, stage=la.stage, t_min=t_end[la.stage - 1],
-               t_max=t_end[la.stage])
+    q = QNeuron(la.name, shape, stage=la.stage, t_min=t_end[la.stage - 1],
+                t_max=t_end[la.stage])
     inf["ramp"] = [int(R.min()), int(R.max())]
     return q, s_n, R
 

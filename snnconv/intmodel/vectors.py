@@ -16,18 +16,27 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import data as data_mod, intmodel
-from .errors import OutputError, UsageError
-from .intmodel import QNet
+from .. import data as data_mod
+from ..errors import OutputError, UsageError
+from .common import Compiled, fire_ticks
+from .golden import golden
+from .layers import QInput, QNet, QReadout
+from .regsim import regsim
+from .snnq import load
+
+
+def _recorded(net: QNet) -> set[str]:
+    """The layers whose spike ticks the vectors hold: all but the readout."""
+    return {la.name for la in net.layers if not isinstance(la, QReadout)}
 
 
 def _near_and_saturated(net: QNet, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per sample: number of saturated neurons, number of near-threshold neurons."""
     sat = np.zeros(len(x), np.int64)
     near = np.zeros(len(x), np.int64)
-    rec = {la.name for la in net.layers if la.kind in ("input", "neuron", "pool")}
-    g = intmodel.golden(net, x, record=rec)
-    comp = intmodel.Compiled(net, torch.float64)
+    rec = _recorded(net)
+    g = golden(net, x, record=rec)
+    comp = Compiled(net, torch.float64)
     for la in net.hidden():
         t = g.ticks[la.name].reshape(len(x), -1)
         sat += (t == la.ticks).sum(1).numpy()
@@ -49,7 +58,7 @@ def select(net: QNet, x: np.ndarray, n: int, pool: int = 4096) -> list[tuple[int
     sat, near = _near_and_saturated(net, np.asarray(x[:m], np.float64))
     ovf = np.zeros(m, bool)
     for i in range(0, m, 256):
-        r = intmodel.regsim(net, np.asarray(x[i:i + 256], np.float64))
+        r = regsim(net, np.asarray(x[i:i + 256], np.float64))
         if sum(r.overflow.values()):
             ovf[i:i + 256] = True  # coarse: the batch holds an overflow
     chosen: list[tuple[int, str]] = []
@@ -81,7 +90,7 @@ def _hex_words(a: np.ndarray, digits: int) -> str:
 
 
 def export_vectors(path, data, n: int, out_dir, batch_size: int = 256) -> dict:
-    net = intmodel.load(path)
+    net = load(path)
     ds = data_mod.load(data, tuple(net.input.shape))
     if n < 1:
         raise UsageError("--n must be at least 1")
@@ -93,9 +102,9 @@ def export_vectors(path, data, n: int, out_dir, batch_size: int = 256) -> dict:
     picks = select(net, x_all, min(n, len(x_all)))
     idx = np.array([i for i, _ in picks])
     x = x_all[idx]
-    rec = {la.name for la in net.layers if la.kind in ("input", "neuron", "pool")}
-    g = intmodel.golden(net, x, record=rec)
-    r = intmodel.regsim(net, x, record=rec)
+    rec = _recorded(net)
+    g = golden(net, x, record=rec)
+    r = regsim(net, x, record=rec)
     if not torch.equal(g.logits, r.logits) or any(
             not torch.equal(g.ticks[k], r.ticks[k]) for k in rec):
         raise RuntimeError("golden model and register-level simulator disagree; not writing "
@@ -103,27 +112,12 @@ def export_vectors(path, data, n: int, out_dir, batch_size: int = 256) -> dict:
     max_tick = max(la.t_max for la in net.layers)
     tdig = max(1, int(np.ceil(np.log2(max_tick + 2) / 4)))
     silent = (1 << (4 * tdig)) - 1
-    files = []
-    for li, la in enumerate(net.layers):
-        if la.name not in rec:
-            continue
-        ticks = intmodel.fire_ticks(la, g.ticks[la.name]).reshape(len(x), -1).numpy()
-        stem = f"{li:02d}_{_safe(la.name)}"
-        np.savetxt(out / f"{stem}.csv", ticks, fmt="%d", delimiter=",")
-        (out / f"{stem}.hex").write_text(_hex_words(np.where(ticks < 0, silent, ticks), tdig))
-        files.append({"layer": la.name, "kind": la.kind, "shape": list(la.shape),
-                      "t_min": la.t_min, "t_max": la.t_max, "csv": f"{stem}.csv",
-                      "hex": f"{stem}.hex", "role": "stimulus" if la.kind == "input"
-                      else "expected"})
+    files = _write_layers(out, net, g, rec, tdig, silent)
     vbits = net.output.widths["V"]
     logits = g.logits.numpy()
     np.savetxt(out / "output_logits.csv", logits, fmt="%d", delimiter=",")
     (out / "output_logits.hex").write_text(_hex_words(logits, int(np.ceil(vbits / 4))))
-    with open(out / "samples.csv", "w") as f:
-        f.write("row,data_index,reason,label,predicted\n")
-        for k, (i, why) in enumerate(picks):
-            lab = "" if ds.y is None else int(ds.y[i])
-            f.write(f"{k},{i},{why},{lab},{int(logits[k].argmax())}\n")
+    _write_samples(out / "samples.csv", picks, ds.y, logits)
     manifest = {
         "model": str(path), "data": str(data) if not hasattr(data, "shape") else "<array>",
         "samples": len(idx), "tick_hex_digits": tdig, "silent_code": silent,
@@ -139,6 +133,31 @@ def export_vectors(path, data, n: int, out_dir, batch_size: int = 256) -> dict:
     (out / "README.txt").write_text(README.format(tdig=tdig, silent=silent, vbits=vbits))
     return {"output": str(out), "samples": len(idx), "reasons": manifest["reasons"],
             "files": 2 * len(files) + 5}
+
+
+def _write_layers(out: Path, net: QNet, g, rec: set[str], tdig: int, silent: int) -> list[dict]:
+    """Per recorded layer, its firing ticks as CSV and hex; the manifest's rows."""
+    files = []
+    for li, la in enumerate(net.layers):
+        if la.name not in rec:
+            continue
+        ticks = fire_ticks(la, g.ticks[la.name]).reshape(g.samples, -1).numpy()
+        stem = f"{li:02d}_{_safe(la.name)}"
+        np.savetxt(out / f"{stem}.csv", ticks, fmt="%d", delimiter=",")
+        (out / f"{stem}.hex").write_text(_hex_words(np.where(ticks < 0, silent, ticks), tdig))
+        files.append({"layer": la.name, "kind": la.kind, "shape": list(la.shape),
+                      "t_min": la.t_min, "t_max": la.t_max, "csv": f"{stem}.csv",
+                      "hex": f"{stem}.hex", "role": "stimulus" if isinstance(la, QInput)
+                      else "expected"})
+    return files
+
+
+def _write_samples(path: Path, picks: list[tuple[int, str]], y, logits: np.ndarray) -> None:
+    with open(path, "w") as f:
+        f.write("row,data_index,reason,label,predicted\n")
+        for k, (i, why) in enumerate(picks):
+            lab = "" if y is None else int(y[i])
+            f.write(f"{k},{i},{why},{lab},{int(logits[k].argmax())}\n")
 
 
 README = """Test vectors exported by snnconv export-vectors.

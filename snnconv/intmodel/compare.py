@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from . import equivalent
-from .intmodel import Compiled, QNet, golden
-from .snn import SNN
+from .. import equivalent
+from ..snn import SNN
+from .common import Compiled
+from .golden import golden
+from .layers import QNet, QPool, QReadout
 
 
 @dataclass
@@ -64,14 +66,14 @@ def tick_values(net: QNet) -> dict[str, torch.Tensor]:
     eq = (net.meta.get("quantization") or {}).get("equalization") or {}
     out = {}
     for la in net.layers:
-        if la.kind == "readout":
+        if isinstance(la, QReadout):
             s = np.asarray(la.step, np.float64)
         elif la.scale is None:
             continue
         else:
             s = np.asarray(la.scale, np.float64)
         src = la
-        while src.kind == "pool":  # a pool carries its source's channels
+        while isinstance(src, QPool):  # a pool carries its source's channels
             src = net.by_name[src.source]
         if src.name in eq:
             f = np.asarray(eq[src.name], np.float64)
@@ -119,5 +121,5 @@ def _accumulate(e: LayerError, q: torch.Tensor, f: torch.Tensor, s: torch.Tensor
     e.max_ticks = max(e.max_ticks, float(et.max()) if et.numel() else 0.0)
     e.sum_ticks += float(et.sum())
     e.count += et.numel()
-    if e.kind != "readout":
+    if e.kind != QReadout.kind:
         e.clipped += int((f > s * e.ticks * (1 + 1e-12)).sum())
