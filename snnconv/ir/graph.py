@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ..errors import ModelImportError
+from ..walk import walk
 from .node import Node, Shape
 
 
@@ -43,14 +44,6 @@ class Graph:
     def output_shape(self) -> Shape:
         return self.shapes[self.output]
 
-    def consumers(self) -> dict[str, list[Node]]:
-        out: dict[str, list[Node]] = {}
-        for n in self.nodes:
-            for i in n.inputs:
-                out.setdefault(i, []).append(n)
-        return out
-
-    @torch.no_grad()
     def last_uses(self) -> dict[str, int]:
         """Index of the last node that reads each tensor: an evaluation can free it after."""
         last_use = {}
@@ -66,21 +59,19 @@ class Graph:
         x = torch.as_tensor(np.asarray(x), dtype=dtype)
         if tuple(x.shape[1:]) != tuple(self.input_shape):
             raise ValueError(f"input shape {tuple(x.shape[1:])} != {self.input_shape}")
-        env = {self.input: x}
-        last_use = self.last_uses()
-        kept = {}
         keep = keep or set()
-        if self.input in keep:
-            kept[self.input] = x
-        for idx, n in enumerate(self.nodes):
+
+        def step(item: tuple[int, Node], env: dict) -> torch.Tensor:
+            idx, n = item
             xs = [env[i] for i in n.inputs]
             y = n.forward(*xs)
             if after is not None:
                 after(idx, n, xs, y)
-            env[n.output] = y
-            if n.output in keep:
-                kept[n.output] = y
-            for i in n.inputs:  # free what no later node reads
-                if last_use.get(i) == idx and i != self.output:
-                    env.pop(i, None)
+            return y
+
+        env = walk(list(enumerate(self.nodes)), step, name=lambda it: it[1].output,
+                   sources=lambda it: it[1].inputs, env={self.input: x},
+                   keep={*keep, self.output})
+        produced = [self.input] + [n.output for n in self.nodes]
+        kept = {t: env[t] for t in produced if t in keep and t in env}
         return env[self.output], kept
