@@ -17,7 +17,7 @@ from ..snn import (
     ConvOp, ConvTransposeOp, DenseOp, Op, PadOp, ReshapeOp, ScaleOp, SelectOp, SumPoolOp,
     TransposeOp, chain_apply,
 )
-from .arrays import compress, full, per_channel
+from .arrays import column, compress, full, per_channel
 
 #: Ops that only move, copy, pad or scale entries: a dense map after them absorbs them.
 MOVES = ("scale", "reshape", "place", "pad", "transpose", "select")
@@ -67,10 +67,6 @@ def _conv(c: ConvOp, in_shape, weight, groups=None) -> ConvOp:
                   groups=c.groups if groups is None else groups)
 
 
-def _column(s: np.ndarray, ndim: int) -> np.ndarray:
-    return s.reshape((-1,) + (1,) * (ndim - 1))
-
-
 # --- pair rewrites --------------------------------------------------------------------------------
 
 def _scale_scale(a: ScaleOp, b: ScaleOp):
@@ -93,7 +89,9 @@ def _scale_conv(a: ScaleOp, b: ConvOp):
 
 def _conv_scale(a: ConvOp, b: ScaleOp):
     s = per_channel(b.scale, b.in_shape)
-    return None if s is None else [_conv(a, a.in_shape, a.weight * _column(s, a.weight.ndim))]
+    if s is None:
+        return None
+    return [_conv(a, a.in_shape, a.weight * s.reshape(column(a.weight.shape)))]
 
 
 def _dense_scale(a: DenseOp, b: ScaleOp):
@@ -109,7 +107,7 @@ def _scale_sumpool(a: ScaleOp, b: SumPoolOp):
     s = per_channel(a.scale, a.in_shape)
     if s is None:
         return None
-    sc = full(b.scale, b.out_shape) * _column(s, len(b.out_shape))
+    sc = full(b.scale, b.out_shape) * s.reshape(column(b.out_shape))
     return [SumPoolOp(a.in_shape, **_pool_kw(b), scale=compress(sc, b.out_shape))]
 
 
@@ -158,7 +156,9 @@ def _select_conv(a: SelectOp, b: ConvOp):
 
 def _scale_convt(a: ScaleOp, b: ConvTransposeOp):
     s = per_channel(a.scale, a.in_shape)
-    return None if s is None else [_convt(b, a.in_shape, b.weight * _column(s, b.weight.ndim))]
+    if s is None:
+        return None
+    return [_convt(b, a.in_shape, b.weight * s.reshape(column(b.weight.shape)))]
 
 
 def _convt_scale(a: ConvTransposeOp, b: ScaleOp):
