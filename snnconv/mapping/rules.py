@@ -87,11 +87,14 @@ def _scale_conv(a: ScaleOp, b: ConvOp):
     return [_conv(b, a.in_shape, w)]
 
 
+def _first_axis_scaled(op, s: np.ndarray) -> np.ndarray:
+    """The kernel with its first axis (conv: output, convtranspose: input channels) scaled."""
+    return op.weight * s.reshape(column(op.weight.shape))
+
+
 def _conv_scale(a: ConvOp, b: ScaleOp):
     s = per_channel(b.scale, b.in_shape)
-    if s is None:
-        return None
-    return [_conv(a, a.in_shape, a.weight * s.reshape(column(a.weight.shape)))]
+    return None if s is None else [_conv(a, a.in_shape, _first_axis_scaled(a, s))]
 
 
 def _dense_scale(a: DenseOp, b: ScaleOp):
@@ -156,9 +159,7 @@ def _select_conv(a: SelectOp, b: ConvOp):
 
 def _scale_convt(a: ScaleOp, b: ConvTransposeOp):
     s = per_channel(a.scale, a.in_shape)
-    if s is None:
-        return None
-    return [_convt(b, a.in_shape, b.weight * s.reshape(column(b.weight.shape)))]
+    return None if s is None else [_convt(b, a.in_shape, _first_axis_scaled(b, s))]
 
 
 def _convt_scale(a: ConvTransposeOp, b: ScaleOp):
