@@ -25,6 +25,8 @@ OUTPUT = object()  # activation(): relate the layer to the node's output tensor
 
 
 class Mapper:
+    """One mapping run: the layers built so far and the expression of every IR tensor."""
+
     def __init__(self, graph: ir.Graph, lo: np.ndarray, hi: np.ndarray):
         self.g = graph
         self.layers: dict[str, Layer] = {}
@@ -135,6 +137,7 @@ class Mapper:
         return self._bounds.lower_bound(self.layers.values(), e)
 
     def run(self) -> list[Layer]:
+        """Lower every node in order, read the output out, drop dead layers."""
         for node in self.g.nodes:
             lower = LOWERING.get(type(node))
             if lower is None:
