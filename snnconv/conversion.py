@@ -1,4 +1,9 @@
-"""``convert``: ONNX (or a torch module) -> TTFS SNN with calibrated or guaranteed windows."""
+"""``convert``: ONNX (or a torch module) -> TTFS SNN with calibrated or guaranteed windows.
+
+The pipeline entry: import (``importer``: ONNX -> IR graph), map (``mapping``: IR -> TTFS layers),
+calibrate and lay out time (``windows``). Each stage lives in its own module; this one only
+validates the options, chooses the input range and records where the SNN came from.
+"""
 
 from __future__ import annotations
 
@@ -57,6 +62,46 @@ def _input_range(graph, ds, input_range, warnings: list[str]):
     return np.array(0.0), np.array(1.0), "assumed"
 
 
+def _source(model, example_input) -> tuple[object, dict]:
+    """The ONNX model to import (a torch module is exported first) and what the .snn records
+    about where it came from."""
+    source_meta: dict = {}
+    try:
+        import torch
+
+        is_module = isinstance(model, torch.nn.Module)
+    except ImportError:  # pragma: no cover
+        is_module = False
+    if is_module:
+        model = _from_torch(model, example_input)
+        source_meta["kind"] = "torch.nn.Module"
+    elif isinstance(model, (str, os.PathLike)):
+        p = Path(model)
+        source_meta.update(path=str(p.resolve()), name=p.name)
+        if p.is_file():
+            source_meta["sha256"] = sha256_file(p)
+    return model, source_meta
+
+
+def _meta(graph, source_meta, lo, hi, range_src, cal, margin, percentile, warnings) -> dict:
+    """The metadata a converted SNN carries: versions, source, ONNX names, input range and
+    calibration."""
+    return {
+        "snnconv_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "source": source_meta,
+        "onnx": {"input": graph.input, "input_shape": list(graph.input_shape),
+                 "batch": graph.batch, "compared_output": graph.output,
+                 "output": graph.onnx_output, "head": graph.head},
+        "input_range": {"lo": np.asarray(lo).tolist(), "hi": np.asarray(hi).tolist(),
+                        "source": range_src},
+        "calibration": {"method": cal.method, "samples": cal.samples, "margin": margin,
+                        "percentile": percentile, "maxima": cal.maxima,
+                        "active": cal.active},
+        "warnings": warnings,
+    }
+
+
 def convert(model, calib=None, *, input_range=None, margin: float = 1.5,
             percentile: float | None = None, tau_c: float = 1.0, example_input=None,
             input_shape: tuple[int, ...] | None = None, batch_size: int = 256,
@@ -76,21 +121,7 @@ def convert(model, calib=None, *, input_range=None, margin: float = 1.5,
         raise UsageError("--percentile needs calibration data (--calib)")
     if tau_c <= 0:
         raise UsageError("tau_c must be positive")
-    source_meta: dict = {}
-    try:
-        import torch
-
-        is_module = isinstance(model, torch.nn.Module)
-    except ImportError:  # pragma: no cover
-        is_module = False
-    if is_module:
-        model = _from_torch(model, example_input)
-        source_meta["kind"] = "torch.nn.Module"
-    elif isinstance(model, (str, os.PathLike)):
-        p = Path(model)
-        source_meta.update(path=str(p.resolve()), name=p.name)
-        if p.is_file():
-            source_meta["sha256"] = sha256_file(p)
+    model, source_meta = _source(model, example_input)
     graph = import_onnx(model, input_shape=input_shape)
 
     ds = None
@@ -108,20 +139,7 @@ def convert(model, calib=None, *, input_range=None, margin: float = 1.5,
     else:
         cal = windows.bound_calibration(layers)
 
-    meta = {
-        "snnconv_version": __version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "source": source_meta,
-        "onnx": {"input": graph.input, "input_shape": list(graph.input_shape),
-                 "batch": graph.batch, "compared_output": graph.output,
-                 "output": graph.onnx_output, "head": graph.head},
-        "input_range": {"lo": np.asarray(lo).tolist(), "hi": np.asarray(hi).tolist(),
-                        "source": range_src},
-        "calibration": {"method": cal.method, "samples": cal.samples, "margin": margin,
-                        "percentile": percentile, "maxima": cal.maxima,
-                        "active": cal.active},
-        "warnings": warnings,
-    }
+    meta = _meta(graph, source_meta, lo, hi, range_src, cal, margin, percentile, warnings)
     if ds is not None and ds.path:
         meta["calibration"]["data"] = {"path": str(Path(ds.path).resolve()),
                                        "sha256": ds.sha256()}

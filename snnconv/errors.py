@@ -61,3 +61,10 @@ class MismatchError(SnnconvError):
     """The SNN does not reproduce the reference (verify)."""
 
     exit_code = EXIT_MISMATCH
+
+
+class UnmappedNodeError(ModelImportError):
+    """An IR node type the mapper has no lowering for: a bug in snnconv (the importer built a node
+    the mapping pass does not know), so it exits as an internal error."""
+
+    exit_code = EXIT_INTERNAL

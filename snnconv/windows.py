@@ -11,7 +11,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from . import equivalent
 from .snn import SNN, InputLayer, Layer, NeuronLayer, PoolLayer, ReadoutLayer
@@ -134,7 +133,3 @@ def build_snn(layers: list[Layer], cal: Calibration, tau_c=1.0, margin=1.5,
     snn.check()
     return snn
 
-
-def batches_of(x: np.ndarray, batch_size: int):
-    for i in range(0, len(x), batch_size):
-        yield torch.as_tensor(np.asarray(x[i:i + batch_size]), dtype=torch.float64)

@@ -692,7 +692,7 @@ def test_flatten_axis2_with_unit_channel():
 def test_dense_pair_split_instead_of_fused(which, monkeypatch):
     """With fusion disabled (as for large layers) a dense map after another weighted map carries
     the signed value by z+ / z- populations instead (spec section 3)."""
-    import snnconv.mapping as mapping
+    import snnconv.mapping.expressions as mapping
 
     monkeypatch.setattr(mapping, "FUSE_LIMIT", 0)
     if which == "gemm_gemm":

@@ -1,0 +1,77 @@
+"""The IR graph: one input, one output, nodes in topological order, checked on construction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..errors import ModelImportError
+from ..walk import walk
+from .node import Node, Shape
+
+
+@dataclass
+class Graph:
+    """A ReLU network: one input, one output, nodes in topological order."""
+
+    input: str
+    input_shape: Shape
+    output: str
+    nodes: list[Node]
+    source: str = "<memory>"
+    batch: int | None = None  # fixed batch size of the ONNX graph, None if dynamic
+    head: str | None = None  # output op stripped by the importer (argmax-preserving)
+    onnx_output: str | None = None  # the ONNX output tensor (after the head)
+    shapes: dict[str, Shape] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.check()
+
+    def check(self) -> None:
+        shapes = {self.input: tuple(self.input_shape)}
+        for node in self.nodes:
+            for i in node.inputs:
+                if i not in shapes:
+                    raise node.fail(f"input '{i}' is not produced before this node")
+            shapes[node.output] = tuple(node.infer([shapes[i] for i in node.inputs]))
+        if self.output not in shapes:
+            raise ModelImportError(f"graph output '{self.output}' is never produced")
+        self.shapes = shapes
+
+    @property
+    def output_shape(self) -> Shape:
+        return self.shapes[self.output]
+
+    def last_uses(self) -> dict[str, int]:
+        """Index of the last node that reads each tensor: an evaluation can free it after."""
+        last_use = {}
+        for idx, n in enumerate(self.nodes):
+            for i in n.inputs:
+                last_use[i] = idx
+        return last_use
+
+    def forward(self, x, keep: set[str] | None = None, dtype=torch.float64, after=None):
+        """Float64 reference evaluation. Returns the output, and the tensors named in ``keep``.
+        ``after(idx, node, inputs, output)``, if given, sees every node's evaluation (for
+        quantities that ride along, such as verify's float32 error bound)."""
+        x = torch.as_tensor(np.asarray(x), dtype=dtype)
+        if tuple(x.shape[1:]) != tuple(self.input_shape):
+            raise ValueError(f"input shape {tuple(x.shape[1:])} != {self.input_shape}")
+        keep = keep or set()
+
+        def step(item: tuple[int, Node], env: dict) -> torch.Tensor:
+            idx, n = item
+            xs = [env[i] for i in n.inputs]
+            y = n.forward(*xs)
+            if after is not None:
+                after(idx, n, xs, y)
+            return y
+
+        env = walk(list(enumerate(self.nodes)), step, name=lambda it: it[1].output,
+                   sources=lambda it: it[1].inputs, env={self.input: x},
+                   keep={*keep, self.output})
+        produced = [self.input] + [n.output for n in self.nodes]
+        kept = {t: env[t] for t in produced if t in keep and t in env}
+        return env[self.output], kept
