@@ -128,9 +128,11 @@ class Runs:
 
     def batches(self, batch_size: int) -> Iterator[Batch]:
         for xb, yb in self.inputs.ds.batches(batch_size, self.inputs.total):
-            yield self.run(xb, yb)
+            yield self.compute(xb, yb)
 
-    def run(self, xb: np.ndarray, yb: np.ndarray | None) -> Batch:
+    def compute(self, xb: np.ndarray, yb: np.ndarray | None) -> Batch:
+        """One batch through the SNN, the float64 network (and bound), onnxruntime and, with
+        clipping allowed, the windowed network."""
         xb32 = xb.astype(np.float32)
         x64 = torch.as_tensor(xb32.astype(np.float64))
         ort_out = self.ort.run(xb32, self.ort_tensors)
