@@ -9,7 +9,7 @@ import numpy as np
 from . import modelfile
 from .conversion import convert
 from .errors import UsageError
-from .fileio import check_output
+from .fileio import atomic_write, check_output, recorded_file
 from .report import summary
 
 
@@ -36,7 +36,6 @@ def verify_file(model, *, report_json=None, junit=None, plot=None, **kw) -> dict
     """Run verify and write the requested reports. Returns the report as a dict."""
     import json
 
-    from .fileio import atomic_write
     from .junit import verify_junit
     from .verify import verify
 
@@ -68,7 +67,6 @@ def _verify_integer_file(model, *, report_json=None, junit=None, plot=None, data
     """A .snnq: the integer golden model against the register-level simulator, bit for bit."""
     import json
 
-    from .fileio import atomic_write
     from .intmodel import load, verify_integer
     from .junit import integer_junit
 
@@ -78,13 +76,14 @@ def _verify_integer_file(model, *, report_json=None, junit=None, plot=None, data
         warnings.append("--plot applies to .snn models only; ignored")
     net = load(model)
     if data is None:
-        rec = (net.meta.get("training_data") or {}).get("path")
-        if not rec or not Path(rec).is_file():
+        # the file only has to exist: its sha256 is not checked here
+        rec = net.meta.get("training_data")
+        if recorded_file(rec, check_hash=False)[1] != "ok":
             raise UsageError(f"{model}: no --data given and the model records no data file that "
                              "still exists", hint="pass --data DATA.npz")
-        data = rec
+        data = rec["path"]
         warnings.append(f"no --data given: using the training data recorded in the model "
-                        f"({rec})")
+                        f"({data})")
     d = verify_integer(net, data, batch_size=batch_size, limit=n, progress=progress)
     d.update(model=str(model), data=str(data), kind="integer", warnings=warnings)
     snn, why = _float_source(net, float_model)
@@ -103,20 +102,16 @@ def _verify_integer_file(model, *, report_json=None, junit=None, plot=None, data
 def _float_source(net, float_model):
     """The float SNN a .snnq came from: ``float_model``, or the file recorded at fine-tuning if
     it still exists unchanged. Returns (SNN or None, why not)."""
-    from .fileio import sha256_file
-
     if float_model is not None:
         return modelfile.load(float_model), None
-    rec = net.meta.get("float_model") or {}
-    p = rec.get("path")
-    if not p:
+    rec = net.meta.get("float_model")
+    p, state = recorded_file(rec)
+    if state == "absent":
         return None, None
-    if not Path(p).is_file():
-        return None, (f"the float model recorded at fine-tuning ({p}) is gone: no layer-by-layer "
+    if state != "ok":
+        return None, (f"the float model recorded at fine-tuning ({rec['path']}) "
+                      f"{'is gone' if state == 'gone' else 'has changed'}: no layer-by-layer "
                       "comparison (pass --float MODEL.snn)")
-    if rec.get("sha256") and sha256_file(p) != rec["sha256"]:
-        return None, (f"the float model recorded at fine-tuning ({p}) has changed: no "
-                      "layer-by-layer comparison (pass --float MODEL.snn)")
     return modelfile.load(p), None
 
 

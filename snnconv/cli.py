@@ -1,21 +1,22 @@
 """Command-line interface: a thin layer over the Python API (nothing imports this module).
+Each command parses its options, calls the API and prints what ``render`` makes of the result.
+Commands import the API and ``render`` when they run, so ``--version`` and shell completion
+import neither (nor numpy and torch).
 
 Exit codes: 0 ok, 1 verification mismatch, 2 bad input or usage, 3 internal error.
 """
 
 from __future__ import annotations
 
-import json
 import sys
-import traceback
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
 from . import __version__
-from .errors import EXIT_INTERNAL, SnnconvError, UsageError
+from .console import emit, emit_json, err, run, state, warn
+from .errors import UsageError
 
 EXIT_HELP = ("Exit codes: 0 ok, 1 verification mismatch, 2 bad input or usage, "
              "3 internal error.")
@@ -27,12 +28,6 @@ app = typer.Typer(add_completion=True, no_args_is_help=True, rich_markup_mode="r
                   "--quiet. Colours are off when the output is not a terminal or NO_COLOR is "
                   "set. Help on one command: snnconv COMMAND --help.",
                   context_settings={"help_option_names": ["-h", "--help"]})
-
-# Not a terminal (logs, CI): no colours, and wide enough that tables do not truncate.
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)
-_state = {"debug": False}
-
 
 def _version(value: bool):
     if value:
@@ -46,49 +41,7 @@ def main(
         "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
 ):
-    _state["debug"] = debug
-
-
-def run(fn, *args, **kwargs):
-    """Call an API function; turn errors into a message and the documented exit code."""
-    try:
-        return fn(*args, **kwargs)
-    except SnnconvError as e:
-        err.print(f"[bold red]error:[/] {e.message}", markup=True, soft_wrap=True)
-        if e.hint:
-            err.print(f"  hint: {e.hint}", soft_wrap=True)
-        if _state["debug"]:
-            traceback.print_exc()
-        raise typer.Exit(e.exit_code) from None
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        raise typer.Exit(130) from None
-    except typer.Exit:
-        raise
-    except Exception as e:  # noqa: BLE001 - the documented "internal error" exit
-        err.print(f"[bold red]internal error:[/] {type(e).__name__}: {e}", markup=True,
-                  soft_wrap=True)
-        err.print("  this is a bug in snnconv: please report it with the command and "
-                  "--debug output")
-        if _state["debug"]:
-            traceback.print_exc()
-        raise typer.Exit(EXIT_INTERNAL) from None
-
-
-def emit_json(obj) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, default=_jsonable) + "\n")
-
-
-def _jsonable(o):
-    import numpy as np
-
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    return str(o)
+    state["debug"] = debug
 
 
 def _parse_shape(text: str | None) -> tuple[int, ...] | None:
@@ -151,40 +104,13 @@ def convert(
     res = run(convert_file, model, output, calib=calib, input_range=input_range, margin=margin,
               percentile=percentile, tau_c=tau_c, input_shape=run(_parse_shape, input_shape),
               calib_limit=calib_limit, progress=not quiet and not as_json)
-    for w in res["summary"]["warnings"]:
-        err.print(f"[bold yellow]warning:[/] {w}", soft_wrap=True)
+    warn(res["summary"]["warnings"])
     if as_json:
         emit_json(res)
-        return
-    if quiet:
-        return
-    from .report import layer_table
+    elif not quiet:
+        from .render import convert_summary
 
-    s = res["summary"]
-    out.print(layer_table(s["layers"], title=f"{res['output']}"))
-    rng = s["input_range"]
-    out.print(f"input range   {_fmt_range(rng)}  ({rng['source']})")
-    cal = s["calibration"]
-    how = (f"{cal['samples']} calibration samples, margin {cal['margin']}" if cal["method"] ==
-           "data" else "interval bounds over the input range (guaranteed, no data)")
-    if cal.get("percentile"):
-        how += f", percentile {cal['percentile']}"
-    out.print(f"windows       {how}")
-    out.print(f"latency       {s['latency']:.6g} (tau_c = {s['tau_c']:g}), {s['stages']} stages")
-    out.print(f"neurons       {s['neurons']:,}   synapses {s['synapses']:,}")
-    if s["spikes_per_neuron_calibration"] is not None:
-        out.print(f"spikes/neuron {s['spikes_per_neuron_calibration']:.3f} on the calibration "
-                  "data")
-    out.print(f"wrote         {res['output']}")
-
-
-def _fmt_range(rng) -> str:
-    import numpy as np
-
-    lo, hi = np.asarray(rng["lo"]).reshape(-1), np.asarray(rng["hi"]).reshape(-1)
-    if lo.size == 1:
-        return f"[{lo[0]:.6g}, {hi[0]:.6g}]"
-    return "per channel " + ", ".join(f"[{a:.4g}, {b:.4g}]" for a, b in zip(lo, hi))
+        emit(convert_summary(res))
 
 
 @app.command()
@@ -209,12 +135,9 @@ def inspect(
     if as_json:
         emit_json(s)
         return
-    from .report import layer_table
+    from .render import inspect_summary
 
-    if not quiet:
-        out.print(layer_table(s["layers"], title=str(model)))
-    out.print(f"latency {s['latency']:.6g}  neurons {s['neurons']:,}  synapses "
-              f"{s['synapses']:,}  source {(s.get('source') or {}).get('name', '?')}")
+    emit(inspect_summary(s, str(model), table=not quiet))
 
 
 @app.command()
@@ -281,12 +204,13 @@ def verify(
               batch_size=batch_size, reference_n=reference_n, noise=sigmas,
               report_json=report_json, junit=junit, plot=plot, float_model=float_model,
               progress=not quiet and not as_json)
-    for w in rep["warnings"]:
-        err.print(f"[bold yellow]warning:[/] {w}", soft_wrap=True)
+    warn(rep["warnings"])
     if as_json:
         emit_json(rep)
     elif not quiet:
-        (_print_verify_integer if rep.get("kind") == "integer" else _print_verify)(rep)
+        from .render import verify_report
+
+        emit(verify_report(rep))
     if not rep["ok"]:
         raise typer.Exit(1)
 
@@ -299,76 +223,6 @@ def _parse_floats(text: str, opt: str) -> list[float]:
     if not vals or min(vals) < 0:
         raise UsageError(f"{opt} '{text}': values must be >= 0")
     return vals
-
-
-def _print_verify_integer(rep: dict) -> None:
-    out.print(f"samples            {rep['samples']} from {rep['data']}")
-    out.print(f"golden vs register-level: {rep['logit_mismatches']} samples with differing "
-              f"logits; layers with differing spike ticks: "
-              f"{', '.join(rep['layer_mismatches']) or 'none'}")
-    if "accuracy" in rep:
-        out.print(f"accuracy           {rep['accuracy']:.2%}")
-    out.print(f"register overflow  {rep['overflow_total']} events   latency "
-              f"{rep['latency_ticks']} ticks")
-    if rep.get("float_comparison"):
-        from .report import quant_error_table
-
-        out.print(quant_error_table(rep["float_comparison"], f"integer model vs the float SNN "
-                                    f"{rep['float_model']}, layer by layer"))
-    out.print("[bold green]BIT-EXACT[/] integer models agree" if rep["ok"] else
-              "[bold red]MISMATCH[/] between the integer models")
-
-
-def _print_verify(rep: dict) -> None:
-    from rich.table import Table
-
-    from .report import tensor_cell
-
-    t = Table(title=f"verify {rep['model']} against {rep['onnx']}", title_justify="left")
-    for col in ("layer", "kind", "ONNX tensor (how)", "err abs (f64)", "err rel (f64)",
-                "err rel (ORT)", "clipped", "spikes/neuron"):
-        t.add_column(col, justify="left" if col in ("layer", "kind", "ONNX tensor (how)")
-                     else "right")
-    for c in rep["layers"]:
-        ort_rel = c["err_rel_ort"]
-        t.add_row(c["name"], c["kind"], tensor_cell(c["onnx_tensor"], c.get("fused", ()),
-                                                     c.get("note", "")),
-                  f"{c['err_abs64']:.2e}",
-                  f"{c['err_rel64']:.2e}", "" if ort_rel is None else f"{ort_rel:.2e}",
-                  str(c["clipped"]), f"{c['spikes_per_neuron']:.3f}"
-                  if c["kind"] not in ("readout",) else "")
-    out.print(t)
-    tol = rep["tolerances"]
-    out.print(f"samples            {rep['samples']} from {rep['data']} (simulator: "
-              f"{rep['simulator']})")
-    out.print(f"mapping (float64)  max rel err {rep['mapping_err_max']:.3g}  (tolerance "
-              f"{tol['mapping_rtol64']:g})")
-    out.print(f"onnxruntime (f32)  max rel err {rep['ort_err_max']:.3g}  = "
-              f"{rep['ort_bound_ratio_max']:.3g} x the float32 error bound "
-              f"(bound <= {rep['ort_bound_rel_max']:.3g} relative)")
-    if rep["reference64_err_max"] is not None:
-        out.print(f"onnx.reference f64 max rel err {rep['reference64_err_max']:.3g} on "
-                  f"{rep['reference64_samples']} samples")
-    out.print(f"top-1 agreement    {rep['top1_agreement']:.2%}  ({rep['disagreements']} "
-              f"disagreements, {rep['near_ties']} near-ties)")
-    if rep["accuracy_ann"] is not None:
-        out.print(f"accuracy           ANN {rep['accuracy_ann']:.2%}   SNN "
-                  f"{rep['accuracy_snn']:.2%}")
-    out.print(f"spikes/neuron      {rep['spikes_per_neuron']:.3f}   synaptic events/sample "
-              f"{rep['synops_per_sample']:,.0f} vs ANN MACs {rep['macs_per_sample']:,.0f}")
-    out.print(f"latency            {rep['latency']:.6g}")
-    if rep["allow_clipping"] and rep["windowed_deviation_max"] is not None:
-        out.print(f"windowed network deviates from the original by up to "
-                  f"{rep['windowed_deviation_max']:.3g} (relative)")
-    for r in rep["noise"]:
-        acc = "" if r["accuracy"] is None else f", accuracy {r['accuracy']:.2%}"
-        out.print(f"noise sigma {r['sigma']:g}: agreement {r['top1_agreement']:.2%}{acc}")
-    if rep["ok"]:
-        out.print("[bold green]EQUIVALENT[/] within tolerance")
-    else:
-        out.print(f"[bold red]MISMATCH[/] (first at {rep['first_mismatch']}):")
-        for f in rep["failures"]:
-            out.print(f"  - {f}")
 
 
 # --- integer models: fine-tune, run, export test vectors ------------------------------------------
@@ -443,14 +297,10 @@ def finetune(
               progress=talk, log=(lambda m: err.print(m, soft_wrap=True)) if talk else None)
     if as_json:
         emit_json(rep)
-        return
-    if quiet:
-        return
-    from .finetune import report_tables
+    elif not quiet:
+        from .finetune import report_tables
 
-    for t in report_tables(rep):
-        out.print(t)
-    out.print(f"wrote {rep['output']}")
+        emit([*report_tables(rep), f"wrote {rep['output']}"])
 
 
 @app.command("run")
@@ -476,14 +326,10 @@ def run_cmd(
     res = run(run_file, model, data, pred, noise=noise)
     if as_json:
         emit_json(res)
-        return
-    if quiet:
-        return
-    acc = f"accuracy {res['accuracy']:.4f}  " if "accuracy" in res else ""
-    out.print(f"{res['samples']} samples  {acc}spikes/neuron {res['spikes_per_neuron']:.3f}  "
-              f"latency {res['latency_ticks']} ticks  overflow {res['overflow']}")
-    if "output" in res:
-        out.print(f"wrote {res['output']}")
+    elif not quiet:
+        from .render import run_summary
+
+        emit(run_summary(res))
 
 
 @app.command("export-vectors")
@@ -510,12 +356,10 @@ def export_vectors(
     res = run(export, model, data, n, output)
     if as_json:
         emit_json(res)
-        return
-    if quiet:
-        return
-    why = ", ".join(f"{v} {k}" for k, v in res["reasons"].items())
-    out.print(f"wrote {res['files']} files for {res['samples']} samples ({why}) to "
-              f"{res['output']}")
+    elif not quiet:
+        from .render import vectors_summary
+
+        emit(vectors_summary(res))
 
 
 def entry() -> None:  # console script

@@ -1,4 +1,5 @@
-"""Safe file writing and hashing shared by every command that writes or records files."""
+"""Safe file writing, hashing, and the files a model records: shared by every command that writes
+or records files."""
 
 from __future__ import annotations
 
@@ -69,3 +70,17 @@ def atomic_write(path, data: bytes) -> None:
             os.close(fd)
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def recorded_file(rec: dict | None, check_hash: bool = True) -> tuple[Path | None, str]:
+    """A file a model records in its meta (``{"path", "sha256"}``: the ONNX source, the
+    calibration data, the float model) and whether it can be used: "ok", "absent" (none
+    recorded), "gone" (no longer a file) or "changed" (its sha256 differs)."""
+    if not rec or not rec.get("path"):
+        return None, "absent"
+    p = Path(rec["path"])
+    if not p.is_file():
+        return p, "gone"
+    if check_hash and rec.get("sha256") and sha256_file(p) != rec["sha256"]:
+        return p, "changed"
+    return p, "ok"
