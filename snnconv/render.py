@@ -65,7 +65,7 @@ def layer_table(rows: list[dict], title: str = "layers"):
 
 
 def quant_error_table(cmp: dict, title: str = "integer model vs the float SNN, layer by layer"):
-    """Where quantisation hurts (``intcompare.Comparison.as_dict``): per layer the error of
+    """Where quantisation hurts (``intmodel.compare.Comparison.as_dict``): per layer the error of
     x_ticks * tick value against the float SNN, in ticks and relative to the layer's largest
     value, and the share of float values beyond the integer window (clipped)."""
     from rich.table import Table
