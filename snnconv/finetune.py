@@ -22,11 +22,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import data as data_mod, equivalent, intmodel, ptq, quant
+from . import data as data_mod, intmodel, ptq, quant
 from .errors import DataError, UsageError
 from .fileio import atomic_write, check_output, sha256_file
 from .intmodel import QNet, apply_op, encode_input, op_array, pool_values
-from .snn import SNN
+from .snn import SNN, equivalent
 
 # --- fake-quant network ---------------------------------------------------------------------------
 

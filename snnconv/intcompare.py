@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from . import equivalent
+from .snn import equivalent
 from .intmodel import Compiled, QNet, golden
 from .snn import SNN
 

@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import kernels, modelfile
+from . import modelfile
 from .errors import ModelFileError
 from .fileio import atomic_write
-from .snn import OPS, WEIGHTED, Op
+from .snn import OPS, WEIGHTED, Op, kernels
 
 FORMAT = "snnconv-snnq"
 FORMAT_VERSION = 1

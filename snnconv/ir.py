@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from . import kernels
 from .errors import ModelImportError
+from .snn import kernels
 
 Shape = tuple[int, ...]
 

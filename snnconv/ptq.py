@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import equivalent, kernels
+from .snn import equivalent, kernels
 from .intmodel import QLayer, QNet, apply_op, encode_input, op_array, pool_values
 from .quant import Latent, qmax, quantize_weights
 from .snn import SNN, NeuronLayer, ReadoutLayer, chain_apply

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import equivalent
+from .snn import equivalent
 from .errors import UsageError
 from .intmodel import QGroup, QLayer, QNet, op_array, set_widths
 from .mapping import compress, dense_matrix, full, simplify

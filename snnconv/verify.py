@@ -418,9 +418,9 @@ def verify(model, onnx=None, data=None, *, n: int | None = None, atol: float | N
     bound_pass = Float32Bound(graph)  # |W| prepared once for every batch
 
     if simulator == "event":
-        from .event import simulate_events as sim_fn
+        from .snn.event import simulate_events as sim_fn
     else:
-        from .simulate import simulate as sim_fn
+        from .snn.simulate import simulate as sim_fn
 
     with bar("verifying", total, progress) as adv:
         for xb, yb in ds.batches(batch_size, total):
@@ -444,7 +444,7 @@ def verify(model, onnx=None, data=None, *, n: int | None = None, atol: float | N
             logits = res.logits
             windowed: dict[str, torch.Tensor] = {}
             if allow_clipping:
-                from .equivalent import forward as eq_forward
+                from .snn.equivalent import forward as eq_forward
 
                 ref_w = eq_forward(snn.layers, x64, caps=caps,
                                    observe=lambda la, v, w=windowed: w.__setitem__(la.name, v))

@@ -2,10 +2,11 @@
 
 Built only from the SNN object (the model file's layers, groups, thresholds, windows and delays),
 never from the original ONNX file, so it is an independent implementation of the same time-domain
-computation as ``snnconv.simulate``: synapse chains on spike-time offsets s = t_max - t (delays as
-offsets), V - theta_rel, clamps to the window, earliest/latest-spike pools. onnxruntime fuses
-Conv + Add + Clip and runs the whole batch without Python in the loop, which a tiny network needs
-(its cost is per-op overhead) and a large one profits from (fused, blocked convolutions).
+computation as ``snnconv.snn.simulate``: synapse chains on spike-time offsets s = t_max - t
+(delays as offsets), V - theta_rel, clamps to the window, earliest/latest-spike pools.
+onnxruntime fuses Conv + Add + Clip and runs the whole batch without Python in the loop, which a
+tiny network needs (its cost is per-op overhead) and a large one profits from (fused, blocked
+convolutions).
 
 The session snapshots the SNN's arrays when it is built: after editing weights or thresholds in
 place, call ``forget(snn)`` (``simulate(..., backend="onnx")`` rebuilds by itself when arrays are
@@ -19,8 +20,8 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from ..simulate import LayerStats, SimResult
 from ..snn import SNN, InputLayer, NeuronLayer, PoolLayer, ReadoutLayer
+from ..snn.results import LayerStats, SimResult
 
 OPSET = 18
 _ELEM = {torch.float32: TensorProto.FLOAT, torch.float64: TensorProto.DOUBLE}

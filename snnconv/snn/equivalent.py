@@ -12,8 +12,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from .snn import InputLayer, Layer, NeuronLayer, PoolLayer, ReadoutLayer, chain_apply, \
-    chain_interval
+from .layers import InputLayer, Layer, NeuronLayer, PoolLayer, ReadoutLayer
+from .ops import chain_apply, chain_interval
 
 
 def _t(a, like):

@@ -11,47 +11,18 @@ silent ones (an input arriving in phase 2 no longer changes the slope).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from .snn import SNN, InputLayer, Layer, PoolLayer, ReadoutLayer, chain_apply
+from .layers import InputLayer, Layer, PoolLayer, ReadoutLayer
+from .model import SNN
+from .ops import chain_apply
+from .results import LayerStats, SimResult
 
 
 def _t(a, like):
     return torch.as_tensor(np.asarray(a), dtype=like.dtype, device=like.device)
-
-
-@dataclass
-class LayerStats:
-    neurons: int = 0
-    spikes: int = 0
-    clipped: int = 0  # neuron-samples whose value exceeded the window (not for saturating layers)
-    samples: int = 0
-
-    def add(self, other: LayerStats) -> None:
-        self.neurons = other.neurons
-        self.spikes += other.spikes
-        self.clipped += other.clipped
-        self.samples += other.samples
-
-    @property
-    def spikes_per_neuron(self) -> float:
-        return self.spikes / max(1, self.neurons * self.samples)
-
-
-@dataclass
-class SimResult:
-    logits: torch.Tensor
-    stats: dict[str, LayerStats] = field(default_factory=dict)
-    offsets: dict[str, torch.Tensor] = field(default_factory=dict)  # if record=True
-
-    def spikes_per_neuron(self, snn: SNN) -> float:
-        hidden = [la.name for la in snn.neuron_layers()]
-        spikes = sum(self.stats[n].spikes for n in hidden)
-        total = sum(self.stats[n].neurons * self.stats[n].samples for n in hidden)
-        return spikes / max(1, total)
 
 
 def group_input(g, s_src: torch.Tensor, layer: Layer, src: Layer, tau_c: float) -> torch.Tensor:
@@ -139,7 +110,7 @@ def _fast_backend(backend, dtype, observe, noise):
             return None
     elif not plain:
         raise ValueError("backend 'onnx' supports neither observe nor noise")
-    from .backends import onnx_backend
+    from ..backends import onnx_backend
 
     if backend == "auto" and not onnx_backend.available():  # pragma: no cover
         return None

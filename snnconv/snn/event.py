@@ -1,8 +1,8 @@
 """Event-driven TTFS simulator: integrates the neuron dynamics of the spec (section 2) from the
 spike times, delays and windows the SNN holds, as an independent check of the closed form.
 
-The closed form (``snnconv.simulate``) assumes every input spike arrives before t_min and that the
-potential is exactly the weighted sum of ramp lengths, so it cannot notice a wrong integration
+The closed form (``snnconv.snn.simulate``) assumes every input spike arrives before t_min and that
+the potential is exactly the weighted sum of ramp lengths, so it cannot notice a wrong integration
 start, a wrong delay, a spike that arrives too late, or a gating error. Here each layer is run as a
 physical process:
 
@@ -47,8 +47,10 @@ import numpy as np
 import torch
 
 from . import kernels
-from .simulate import LayerStats, SimResult
-from .snn import SNN, Group, InputLayer, Layer, NeuronLayer, PoolLayer, ReadoutLayer, chain_apply
+from .layers import Group, InputLayer, Layer, NeuronLayer, PoolLayer, ReadoutLayer
+from .model import SNN
+from .ops import chain_apply
+from .results import LayerStats, SimResult
 
 INF = float("inf")
 
