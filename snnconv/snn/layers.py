@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..tensors import like
 from . import kernels
 from .ops import Op, Shape
 
@@ -81,6 +82,10 @@ class InputLayer(Layer):
     kind = "input"
     lo: np.ndarray = None  # broadcastable to shape
     hi: np.ndarray = None
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """u = (x - lo)/(hi - lo), unclipped: u in [0, 1] is coded, the rest is clipped."""
+        return (x - like(self.lo, x)) / (like(self.hi, x) - like(self.lo, x))
 
 
 @dataclass
