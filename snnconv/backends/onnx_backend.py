@@ -158,7 +158,7 @@ def _signature(snn: SNN) -> tuple:
                 id(getattr(la, "hi", None)), getattr(la, "saturating", None)]
         for g in getattr(la, "groups", ()):
             sig += [g.source, g.delay, id(g.ops)]
-            sig += [id(getattr(o, "weight", getattr(o, "scale", None))) for o in g.ops]
+            sig += [id(o.array()) for o in g.ops]
     return tuple(sig)
 
 

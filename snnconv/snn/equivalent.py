@@ -13,18 +13,14 @@ equal to this network's). Verification does not use it: the simulators work on s
 from __future__ import annotations
 
 from collections.abc import Callable
-from operator import attrgetter, methodcaller
 
 import numpy as np
 import torch
 
 from ..tensors import like
-from ..walk import reader_counts, walk
-from .layers import InputLayer, Layer, NeuronLayer, PoolLayer, ReadoutLayer
+from ..walk import reader_counts
+from .layers import InputLayer, Layer, NeuronLayer, PoolLayer, ReadoutLayer, walk_layers
 from .ops import chain_apply, chain_interval
-
-_NAME, _SOURCES = attrgetter("name"), methodcaller("sources")
-
 
 def input_values(layer: InputLayer, x: torch.Tensor) -> torch.Tensor:
     """Normalised input in [0, 1] (unclipped)."""
@@ -33,7 +29,7 @@ def input_values(layer: InputLayer, x: torch.Tensor) -> torch.Tensor:
 
 def consumers_count(layers: list[Layer]) -> dict[str, int]:
     """How many layers read each layer (see ``snnconv.walk.reader_counts``)."""
-    return reader_counts(layers, _SOURCES)
+    return reader_counts(layers, lambda la: la.sources())
 
 
 def forward(layers: list[Layer], x, dtype=torch.float64,
@@ -61,7 +57,7 @@ def forward(layers: list[Layer], x, dtype=torch.float64,
             observe(layer, v)
         return v
 
-    walk(layers, step, name=_NAME, sources=_SOURCES)
+    walk_layers(layers, step)
     return out[-1] if out else None
 
 
@@ -98,5 +94,5 @@ def bounds(layers: list[Layer]) -> dict[str, np.ndarray]:
         hi_of[layer.name] = hi[0].numpy()
         return lo, hi
 
-    walk(layers, step, name=_NAME, sources=_SOURCES)
+    walk_layers(layers, step)
     return hi_of

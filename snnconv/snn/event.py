@@ -42,18 +42,18 @@ rounded at the scale of the window.
 from __future__ import annotations
 
 from collections.abc import Callable
-from operator import attrgetter, methodcaller
 
 import numpy as np
 import torch
 
 from ..tensors import like
-from ..walk import walk
 from . import kernels
-from .layers import Group, InputLayer, Layer, NeuronLayer, PoolLayer, ReadoutLayer
+from .layers import (
+    Group, InputLayer, Layer, NeuronLayer, PoolLayer, ReadoutLayer, walk_layers,
+)
 from .model import SNN
 from .ops import chain_apply
-from .results import LayerStats, SimResult
+from .results import SimResult
 
 INF = float("inf")
 
@@ -186,7 +186,7 @@ def simulate_events(snn: SNN, x, dtype=torch.float64, record: bool | set[str] = 
 
     def step(layer: Layer, env: dict[str, torch.Tensor]) -> torch.Tensor:
         """Spike times of ``layer`` relative to its t_max, +inf silent (the readout: logits)."""
-        st = res.stats[layer.name] = LayerStats(neurons=layer.size, samples=x.shape[0])
+        st = res.start(layer, x.shape[0])
         if isinstance(layer, InputLayer):
             r, st.clipped = encode_input(layer, x, snn.tau_c)
         elif isinstance(layer, PoolLayer):
@@ -206,11 +206,10 @@ def simulate_events(snn: SNN, x, dtype=torch.float64, record: bool | set[str] = 
             s = offsets(r)
             if observe is not None:
                 observe(layer, s)
-            if record is True or (isinstance(record, set) and layer.name in record):
-                res.offsets[layer.name] = s
+            res.keep(layer, s, record)
         return r
 
-    walk(snn.layers, step, name=attrgetter("name"), sources=methodcaller("sources"))
+    walk_layers(snn.layers, step)
     return res
 
 

@@ -10,12 +10,15 @@ spike; the readout does not fire, its logits are V(t_min) + bias.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..tensors import like
+from ..walk import walk
 from . import kernels
 from .ops import Op, Shape
 
@@ -146,3 +149,9 @@ class ReadoutLayer(Layer):
 
     def sources(self):
         return [g.source for g in self.groups]
+
+
+def walk_layers(layers: Sequence[Layer], step: Callable[[Layer, dict[str, Any]], Any]) -> None:
+    """Run ``step(layer, env)`` over the layers in order (``snnconv.walk.walk``): ``env`` holds
+    the values of earlier layers by name, each freed after its last reader."""
+    walk(layers, step, name=lambda la: la.name, sources=lambda la: la.sources())

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
+    from .layers import Layer
     from .model import SNN
 
 
@@ -36,6 +37,16 @@ class SimResult:
     stats: dict[str, LayerStats] = field(default_factory=dict)
     # spike-time offsets from the window end, s = t_max - t (0 = silent), of recorded layers
     offsets: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def start(self, layer: Layer, samples: int) -> LayerStats:
+        """The (empty) stats of ``layer``, kept in layer order."""
+        st = self.stats[layer.name] = LayerStats(neurons=layer.size, samples=samples)
+        return st
+
+    def keep(self, layer: Layer, s: torch.Tensor, record: bool | set[str]) -> None:
+        """Record ``layer``'s offsets if ``record`` (True, or a set of layer names) asks."""
+        if record is True or (isinstance(record, set) and layer.name in record):
+            self.offsets[layer.name] = s
 
     def spikes_per_neuron(self, snn: SNN) -> float:
         hidden = [la.name for la in snn.neuron_layers()]

@@ -12,20 +12,15 @@ s = clip(tau_c (V(t_min) - theta_rel), 0, window): the neuron of spec section 2.
 from __future__ import annotations
 
 from collections.abc import Callable
-from operator import attrgetter, methodcaller
 
 import numpy as np
 import torch
 
 from ..tensors import like
-from ..walk import walk
-from .layers import InputLayer, Layer, NeuronLayer, PoolLayer, ReadoutLayer
+from .layers import InputLayer, Layer, NeuronLayer, PoolLayer, ReadoutLayer, walk_layers
 from .model import SNN
 from .ops import chain_apply
 from .results import LayerStats, SimResult
-
-_NAME, _SOURCES = attrgetter("name"), methodcaller("sources")
-
 
 def group_input(g, s_src: torch.Tensor, layer: Layer, src: Layer, tau_c: float) -> torch.Tensor:
     """Potential contribution at t_min(layer) of one synapse group (in value units)."""
@@ -90,7 +85,7 @@ def simulate(snn: SNN, x, dtype=torch.float64, record: bool | set[str] = False,
     res = SimResult(logits=None)
 
     def step(layer: Layer, env: dict[str, torch.Tensor]) -> torch.Tensor:
-        st = res.stats[layer.name] = LayerStats(neurons=layer.size, samples=x.shape[0])
+        st = res.start(layer, x.shape[0])
         if isinstance(layer, InputLayer):
             s = encode(layer, x, tau, st)
         elif isinstance(layer, PoolLayer):
@@ -105,11 +100,10 @@ def simulate(snn: SNN, x, dtype=torch.float64, record: bool | set[str] = False,
         st.spikes = int((s > 0).sum())
         if observe is not None:
             observe(layer, s)
-        if record is True or (isinstance(record, set) and layer.name in record):
-            res.offsets[layer.name] = s
+        res.keep(layer, s, record)
         return s
 
-    walk(snn.layers, step, name=_NAME, sources=_SOURCES)
+    walk_layers(snn.layers, step)
     return res
 
 
