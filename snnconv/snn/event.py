@@ -53,7 +53,7 @@ from .layers import (
 )
 from .model import SNN
 from .ops import chain_apply
-from .results import SimResult
+from .results import SimResult, keep_offsets, start_layer
 
 INF = float("inf")
 
@@ -186,7 +186,7 @@ def simulate_events(snn: SNN, x, dtype=torch.float64, record: bool | set[str] = 
 
     def step(layer: Layer, env: dict[str, torch.Tensor]) -> torch.Tensor:
         """Spike times of ``layer`` relative to its t_max, +inf silent (the readout: logits)."""
-        st = res.start(layer, x.shape[0])
+        st = start_layer(res, layer, x.shape[0])
         if isinstance(layer, InputLayer):
             r, st.clipped = encode_input(layer, x, snn.tau_c)
         elif isinstance(layer, PoolLayer):
@@ -206,7 +206,7 @@ def simulate_events(snn: SNN, x, dtype=torch.float64, record: bool | set[str] = 
             s = offsets(r)
             if observe is not None:
                 observe(layer, s)
-            res.keep(layer, s, record)
+            keep_offsets(res, layer, s, record)
         return r
 
     walk_layers(snn.layers, step)

@@ -38,19 +38,20 @@ class SimResult:
     # spike-time offsets from the window end, s = t_max - t (0 = silent), of recorded layers
     offsets: dict[str, torch.Tensor] = field(default_factory=dict)
 
-    def start(self, layer: Layer, samples: int) -> LayerStats:
-        """The (empty) stats of ``layer``, kept in layer order."""
-        st = self.stats[layer.name] = LayerStats(neurons=layer.size, samples=samples)
-        return st
-
-    def keep(self, layer: Layer, s: torch.Tensor, record: bool | set[str]) -> None:
-        """Record ``layer``'s offsets if ``record`` (True, or a set of layer names) asks."""
-        if record is True or (isinstance(record, set) and layer.name in record):
-            self.offsets[layer.name] = s
-
     def spikes_per_neuron(self, snn: SNN) -> float:
         hidden = [la.name for la in snn.neuron_layers()]
         spikes = sum(self.stats[n].spikes for n in hidden)
         total = sum(self.stats[n].neurons * self.stats[n].samples for n in hidden)
         return spikes / max(1, total)
 
+
+def start_layer(res: SimResult, layer: Layer, samples: int) -> LayerStats:
+    """A simulator's (empty) stats of ``layer``, kept in ``res`` in layer order."""
+    st = res.stats[layer.name] = LayerStats(neurons=layer.size, samples=samples)
+    return st
+
+
+def keep_offsets(res: SimResult, layer: Layer, s: torch.Tensor, record: bool | set[str]) -> None:
+    """Keep ``layer``'s offsets in ``res`` if ``record`` (True, or a set of names) asks."""
+    if record is True or (isinstance(record, set) and layer.name in record):
+        res.offsets[layer.name] = s

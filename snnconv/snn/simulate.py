@@ -20,7 +20,7 @@ from ..tensors import like
 from .layers import InputLayer, Layer, NeuronLayer, PoolLayer, ReadoutLayer, walk_layers
 from .model import SNN
 from .ops import chain_apply
-from .results import LayerStats, SimResult
+from .results import LayerStats, SimResult, keep_offsets, start_layer
 
 def group_input(g, s_src: torch.Tensor, layer: Layer, src: Layer, tau_c: float) -> torch.Tensor:
     """Potential contribution at t_min(layer) of one synapse group (in value units)."""
@@ -85,7 +85,7 @@ def simulate(snn: SNN, x, dtype=torch.float64, record: bool | set[str] = False,
     res = SimResult(logits=None)
 
     def step(layer: Layer, env: dict[str, torch.Tensor]) -> torch.Tensor:
-        st = res.start(layer, x.shape[0])
+        st = start_layer(res, layer, x.shape[0])
         if isinstance(layer, InputLayer):
             s = encode(layer, x, tau, st)
         elif isinstance(layer, PoolLayer):
@@ -100,7 +100,7 @@ def simulate(snn: SNN, x, dtype=torch.float64, record: bool | set[str] = False,
         st.spikes = int((s > 0).sum())
         if observe is not None:
             observe(layer, s)
-        res.keep(layer, s, record)
+        keep_offsets(res, layer, s, record)
         return s
 
     walk_layers(snn.layers, step)
