@@ -69,9 +69,9 @@ def verify_main(model: str, n: int, reference_n: int) -> dict:
     phases = {}
     for (file, _, func), (_, _, _, cum, _) in st.stats.items():
         key = f"{file.rsplit('/', 1)[-1]}:{func}"
-        if key in {"verify.py:float32_bound", "simulate.py:simulate", "graph.py:forward",
-                   "verify.py:run", "verify.py:_reference64", "verify.py:_per_sample_rel",
-                   "snn.py:chain_apply", "importer/__init__.py:import_onnx",
+        if key in {"bound.py:float32_bound", "simulate.py:simulate", "graph.py:forward",
+                   "runners.py:run", "runners.py:reference64", "checks.py:per_sample_rel",
+                   "ops.py:chain_apply", "importer/__init__.py:import_onnx",
                    "__init__.py:import_onnx", "modelfile.py:load", "data.py:load"}:
             phases[key] = phases.get(key, 0.0) + cum
     x = np.load(data)["x"][:n]

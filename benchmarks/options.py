@@ -94,7 +94,7 @@ def median_time(fn, reps, inner=1):
 
 def measure(name, spec, snn, sess, b, reps):
     from snnconv.backends.onnx_backend import OnnxSimulator
-    from snnconv.simulate import simulate
+    from snnconv.snn.simulate import simulate
 
     x = M.inputs(spec, b)
     xt = torch.as_tensor(x)

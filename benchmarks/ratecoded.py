@@ -139,7 +139,7 @@ def main(argv=None) -> int:
         print(f"MNIST not found in {mb.MNIST}; set SNNCONV_MNIST", file=sys.stderr)
         return 2
     import snnconv
-    from snnconv.simulate import simulate
+    from snnconv.snn.simulate import simulate
 
     t_all = time.perf_counter()
     (xtr, ytr), (xte, yte) = mb.load_mnist()

@@ -85,7 +85,7 @@ def _torch_ann(ctx: Ctx, dtype):
 def _closed(ctx: Ctx, dtype, backend="torch"):
     import torch
 
-    from snnconv.simulate import simulate
+    from snnconv.snn.simulate import simulate
 
     snn = ctx.snn
     x = torch.as_tensor(ctx.x)
@@ -104,7 +104,7 @@ def _onnx_backend(ctx: Ctx, stats: bool):
 def _event(ctx: Ctx):
     import torch
 
-    from snnconv.event import simulate_events
+    from snnconv.snn.event import simulate_events
 
     snn, x = ctx.snn, torch.as_tensor(ctx.x, dtype=torch.float64)
     return lambda: simulate_events(snn, x, torch.float64, False)
@@ -168,8 +168,8 @@ def rows_for(ctx: Ctx) -> list[Row]:
     ]
     ev = Row("event-driven simulator f64", "onnxruntime ANN f32", lambda: _event(ctx),
              target=100.0, budget_s=30.0)
-    if not has_module("snnconv.event"):
-        ev.build, ev.skip = None, "snnconv/event.py not present"
+    if not has_module("snnconv.snn.event"):
+        ev.build, ev.skip = None, "snnconv/snn/event.py not present"
     rows.append(ev)
     api, why = _int_api()
     for which, target in (("golden", 3.0), ("registers", 30.0)):

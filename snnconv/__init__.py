@@ -2,7 +2,7 @@
 
 ``snnconv.convert`` and ``snnconv.load`` are imported on first use, so ``snnconv --version`` and
 shell completion do not pay for importing torch. Simulators: ``snn.simulate(x)`` (closed form),
-``snnconv.event.simulate_events``; verification: ``snnconv.verify.verify``.
+``snnconv.snn.event.simulate_events``; verification: ``snnconv.verify.verify``.
 """
 
 __version__ = "0.1.0"

@@ -22,12 +22,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import data as data_mod, equivalent, intmodel, quant
+from . import data as data_mod, intmodel, quant
 from .errors import DataError, UsageError
 from .fileio import atomic_write, check_output, sha256_file
 from .intmodel import QNet, apply_op, encode_input, op_array, pool_values
 from .quant import ptq
-from .snn import SNN
+from .snn import SNN, equivalent
 
 # --- fake-quant network ---------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ import numpy as np
 from .errors import ModelFileError
 from .fileio import atomic_write
 from .snn import (
-    OPS, SNN, Group, InputLayer, Layer, NeuronLayer, PoolLayer, ReadoutLayer, Relation,
+    OPS, SNN, Group, InputLayer, Layer, NeuronLayer, Op, PoolLayer, ReadoutLayer, Relation,
 )
 
 FORMAT = "snnconv-snn"
@@ -122,20 +123,38 @@ def _rel_to(rel: Relation | None, key: str, tensors: dict) -> dict | None:
             "scale": f"{key}.relation.scale", "shift": f"{key}.relation.shift"}
 
 
-def _groups_to(groups: list[Group], key: str, tensors: dict) -> list[dict]:
+def chain_to_header(ops: list[Op], key: str, put: Callable[[str, np.ndarray], str]) -> list[dict]:
+    """An op chain as header entries; ``put(name, array)`` stores an op's array as a tensor (in
+    the file's dtype) and returns the name the header records. Shared by .snn and .snnq."""
     out = []
-    for gi, g in enumerate(groups):
-        ops = []
-        for oi, op in enumerate(g.ops):
-            arrays = {}
-            for name, a in op.arrays().items():
-                k = f"{key}.groups.{gi}.ops.{oi}.{name}"
-                tensors[k] = np.asarray(a, np.float64)
-                arrays[name] = k
-            ops.append({"kind": op.kind, "in_shape": list(op.in_shape), "params": op.params(),
-                        "arrays": arrays})
-        out.append({"source": g.source, "delay": g.delay, "ops": ops})
+    for oi, op in enumerate(ops):
+        arrays = {name: put(f"{key}.ops.{oi}.{name}", a) for name, a in op.arrays().items()}
+        out.append({"kind": op.kind, "in_shape": list(op.in_shape), "params": op.params(),
+                    "arrays": arrays})
     return out
+
+
+def chain_from_header(ds: list[dict], get: Callable[[str], np.ndarray], name: str) -> list[Op]:
+    """The op chain of header entries; ``get(tensor name)`` reads an array."""
+    ops = []
+    for o in ds:
+        cls = OPS.get(o["kind"])
+        if cls is None:
+            raise ModelFileError(f"{name}: unknown op kind '{o['kind']}'")
+        kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in o["params"].items()}
+        kw.update({k: get(v) for k, v in o["arrays"].items()})
+        ops.append(cls(_tup(o["in_shape"]), **kw))
+    return ops
+
+
+def _groups_to(groups: list[Group], key: str, tensors: dict) -> list[dict]:
+    def put(k, a):
+        tensors[k] = np.asarray(a, np.float64)
+        return k
+
+    return [{"source": g.source, "delay": g.delay,
+             "ops": chain_to_header(g.ops, f"{key}.groups.{gi}", put)}
+            for gi, g in enumerate(groups)]
 
 
 def to_header(snn: SNN) -> tuple[dict, dict[str, np.ndarray]]:
@@ -178,18 +197,8 @@ def from_header(header: dict, tensors: dict[str, np.ndarray], name: str = "") ->
         return tensors[k]
 
     def groups(ds):
-        out = []
-        for g in ds:
-            ops = []
-            for o in g["ops"]:
-                cls = OPS.get(o["kind"])
-                if cls is None:
-                    raise ModelFileError(f"{name}: unknown op kind '{o['kind']}'")
-                kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in o["params"].items()}
-                kw.update({k: T(v) for k, v in o["arrays"].items()})
-                ops.append(cls(_tup(o["in_shape"]), **kw))
-            out.append(Group(g["source"], ops, float(g["delay"])))
-        return out
+        return [Group(g["source"], chain_from_header(g["ops"], T, name), float(g["delay"]))
+                for g in ds]
 
     layers: list[Layer] = []
     try:

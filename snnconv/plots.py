@@ -24,7 +24,7 @@ def _plt():
 
 def verify_plot(snn, graph, ds, path, n: int = 64) -> None:
     """Per layer: network activation vs decoded spike time; and one sample's spike raster."""
-    from .simulate import simulate
+    from .snn.simulate import simulate
 
     plt = _plt()
     x = torch.as_tensor(np.asarray(ds.x[:n], dtype=np.float64))
@@ -94,7 +94,7 @@ def membrane_traces(snn, x, sample: int = 0, per_layer: int = 3) -> list[dict]:
     that encodes half its value, and the silent neuron closest to threshold (readout: the two
     largest outputs). The first entry holds the input layer's spike times.
     """
-    from .simulate import group_input, simulate
+    from .snn.simulate import group_input, simulate
     from .snn import NeuronLayer, ReadoutLayer
 
     x = torch.as_tensor(np.asarray(x[sample:sample + 1], dtype=np.float64))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import equivalent
+from .snn import equivalent
 from .snn import SNN, InputLayer, Layer, NeuronLayer, PoolLayer, ReadoutLayer
 
 #: Windows are rounded up to this many significant bits, so every t_min, t_max and delay is an

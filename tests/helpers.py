@@ -31,8 +31,9 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 import snnconv
-from snnconv import ir, kernels
+from snnconv import ir
 from snnconv.importer import import_onnx
+from snnconv.snn import kernels
 
 EPS32 = float(np.finfo(np.float32).eps)
 TOL64 = 1e-9
@@ -256,7 +257,7 @@ def check_model(model, x: np.ndarray, calib: np.ndarray | None = None, *, label:
     rec = {"label": label, "err64": err64, "err32": err32, "bound_ratio": worst,
            "near_ties": int(((top_s != top_o) & tie).sum()), "n": n}
     if events:
-        from snnconv.event import simulate_events
+        from snnconv.snn.event import simulate_events
 
         ev = simulate_events(snn, xt, dtype=torch.float64).logits.reshape(n, -1)
         err_ev = ((ev - o2).abs().amax(1) / o2.abs().amax(1).clamp_min(1e-300)).max().item()

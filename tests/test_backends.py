@@ -16,10 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import snnconv
-from snnconv import kernels
 from snnconv.backends import onnx_backend
-from snnconv.simulate import group_input, simulate
-from snnconv.snn import InputLayer, NeuronLayer, PoolLayer, ReadoutLayer, chain_apply
+from snnconv.snn import InputLayer, NeuronLayer, PoolLayer, ReadoutLayer, chain_apply, kernels
+from snnconv.snn.simulate import group_input, simulate
 
 from .conftest import SAMPLES
 

@@ -15,11 +15,11 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from torch import nn
 
 import snnconv
-import snnconv.event as event
-from snnconv.event import integration_start, simulate_events
+import snnconv.snn.event as event
 from snnconv.importer import import_onnx
-from snnconv.simulate import simulate
 from snnconv.snn import (SNN, DenseOp, Group, InputLayer, NeuronLayer, PoolLayer, ReadoutLayer)
+from snnconv.snn.event import integration_start, simulate_events
+from snnconv.snn.simulate import simulate
 
 from .conftest import SAMPLES
 

@@ -767,7 +767,7 @@ def test_float64_conv_gemm_path_matches_conv2d(stride, dilation, pb, pe, chunk_b
     import torch
     import torch.nn.functional as F
 
-    from snnconv import kernels
+    from snnconv.snn import kernels
 
     if chunk_bytes is not None:
         monkeypatch.setattr(kernels, "GEMM_CHUNK_BYTES", chunk_bytes)

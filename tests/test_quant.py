@@ -42,7 +42,7 @@ def test_equalisation_is_exact_and_equalises(name, digits):
         if layer.name in fac and layer.kind == "neuron":
             stats[layer.name] = quant.channel_max(v)
 
-    from snnconv import equivalent
+    from snnconv.snn import equivalent
     equivalent.forward(eq.layers, torch.cat(_batches()), observe=obs)
     for k, m in stats.items():
         live = m[m > 0]

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .. import kernels
+from ..snn import kernels
 from ..tensors import like
 from .bounds import layer_dtypes
 from .layers import QInput, QLayer, QNet, QNeuron, QPool, QSynaptic

@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .. import equivalent
-from ..snn import SNN
+from ..snn import SNN, equivalent
 from .common import Compiled
 from .golden import golden
 from .layers import QNet, QPool, QReadout

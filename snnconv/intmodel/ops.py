@@ -9,7 +9,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from .. import kernels
+from ..snn import kernels
 from ..snn import WEIGHTED, Op
 
 #: ops that may carry the group's integer array

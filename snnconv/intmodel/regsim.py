@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import torch
 
-from .. import kernels
+from ..snn import kernels
 from ..walk import walk
 from .common import Compiled, IntResult, channel_select, encode_input, fire_ticks, limit, \
     recorded

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import kernels
+from ..snn import kernels
 from .node import Node, Shape
 
 

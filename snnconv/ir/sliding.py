@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import kernels
+from ..snn import kernels
 from ..tensors import like
 from .node import Node
 

@@ -13,7 +13,7 @@ import copy
 import numpy as np
 import torch
 
-from .. import equivalent
+from ..snn import equivalent
 from ..mapping import compress, full
 from ..snn import SNN, NeuronLayer, PoolLayer, ReadoutLayer
 from .fold import channel_full, fold_chain

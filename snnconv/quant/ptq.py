@@ -30,9 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import equivalent, kernels
 from ..intmodel import QLayer, QNet, apply_op, encode_input, op_array, pool_values
-from ..snn import SNN, NeuronLayer, ReadoutLayer, chain_apply
+from ..snn import SNN, NeuronLayer, ReadoutLayer, chain_apply, equivalent, kernels
 from ..walk import walk
 from .latent import Latent
 from .levels import qmax, quantize_weights

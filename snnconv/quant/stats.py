@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import equivalent
+from ..snn import equivalent
 from ..snn import SNN, InputLayer, NeuronLayer
 
 

@@ -12,10 +12,11 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from ..equivalent import forward as windowed_forward
-from ..event import simulate_events
+from ..snn.equivalent import forward as windowed_forward
+from ..snn.event import simulate_events
 from ..importer.runtime import float64_model, reference_evaluator, runtime_model
-from ..simulate import LayerStats, SimResult, simulate
+from ..snn.results import LayerStats, SimResult
+from ..snn.simulate import simulate
 from ..snn import SNN
 from ..errors import UsageError
 from .bound import Float32Bound, Tolerance

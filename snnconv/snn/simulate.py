@@ -5,54 +5,22 @@ Spike times are carried as offsets from the end of their layer's window, s = t_m
 4), so long windows do not cancel precision. A neuron's potential at t_min is the sum over its
 synapses of w * (t_min - arrival)/tau_c with arrival = t_spike + delay; with s that is
 w * max(0, s + t_min - delay - t_max(source))/tau_c for sources that spiked (s > 0) and 0 for
-silent ones (an input arriving in phase 2 no longer changes the slope).
+silent ones (an input arriving in phase 2 no longer changes the slope). Then
+s = clip(tau_c (V(t_min) - theta_rel), 0, window): the neuron of spec section 2.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from .snn import SNN, InputLayer, Layer, PoolLayer, ReadoutLayer, chain_apply
-
-
-def _t(a, like):
-    return torch.as_tensor(np.asarray(a), dtype=like.dtype, device=like.device)
-
-
-@dataclass
-class LayerStats:
-    neurons: int = 0
-    spikes: int = 0
-    clipped: int = 0  # neuron-samples whose value exceeded the window (not for saturating layers)
-    samples: int = 0
-
-    def add(self, other: LayerStats) -> None:
-        self.neurons = other.neurons
-        self.spikes += other.spikes
-        self.clipped += other.clipped
-        self.samples += other.samples
-
-    @property
-    def spikes_per_neuron(self) -> float:
-        return self.spikes / max(1, self.neurons * self.samples)
-
-
-@dataclass
-class SimResult:
-    logits: torch.Tensor
-    stats: dict[str, LayerStats] = field(default_factory=dict)
-    offsets: dict[str, torch.Tensor] = field(default_factory=dict)  # if record=True
-
-    def spikes_per_neuron(self, snn: SNN) -> float:
-        hidden = [la.name for la in snn.neuron_layers()]
-        spikes = sum(self.stats[n].spikes for n in hidden)
-        total = sum(self.stats[n].neurons * self.stats[n].samples for n in hidden)
-        return spikes / max(1, total)
-
+from ..tensors import like
+from .layers import InputLayer, Layer, NeuronLayer, PoolLayer, ReadoutLayer, walk_layers
+from .model import SNN
+from .ops import chain_apply
+from .results import LayerStats, SimResult, keep_offsets, start_layer
 
 def group_input(g, s_src: torch.Tensor, layer: Layer, src: Layer, tau_c: float) -> torch.Tensor:
     """Potential contribution at t_min(layer) of one synapse group (in value units)."""
@@ -62,6 +30,38 @@ def group_input(g, s_src: torch.Tensor, layer: Layer, src: Layer, tau_c: float) 
                             torch.zeros((), dtype=s_src.dtype))
     y = chain_apply(g.ops, s_src)
     return y / tau_c if tau_c != 1.0 else y
+
+
+def encode(layer: InputLayer, x: torch.Tensor, tau_c: float, st: LayerStats) -> torch.Tensor:
+    """Input offsets: x in [lo, hi] on [0, tau_c] (the window, rounded up, covers tau_c);
+    values outside are clipped and counted."""
+    u = layer.normalise(x)
+    st.clipped = int(((u < 0) | (u > 1)).sum())
+    return torch.clamp(u, 0.0, 1.0) * tau_c
+
+
+def potential(snn: SNN, layer: Layer, env: dict[str, torch.Tensor], tau_c: float):
+    """V(t_min) of every neuron of ``layer``: the sum of its groups' contributions."""
+    v = None
+    for g in layer.groups:
+        y = group_input(g, env[g.source], layer, snn.by_name[g.source], tau_c)
+        v = y if v is None else v + y
+    return v
+
+
+def fire(layer: NeuronLayer, v: torch.Tensor, tau_c: float, st: LayerStats, sd: float,
+         generator: torch.Generator | None) -> torch.Tensor:
+    """Offsets s = clip(tau_c (V - theta_rel), 0, window), optionally jittered by ``sd``
+    (units of tau_c; silent neurons do not jitter); values above the window are counted."""
+    raw = tau_c * (v - like(layer.theta_rel, v))
+    w = layer.window
+    if not layer.saturating:
+        st.clipped = int((raw > w).sum())
+    s = torch.clamp(raw, 0.0, w)
+    if sd:
+        jit = torch.randn(s.shape, generator=generator, dtype=s.dtype) * (sd * tau_c)
+        s = torch.where(s > 0, torch.clamp(s + jit, 0.0, w), s)
+    return s
 
 
 @torch.no_grad()
@@ -82,51 +82,28 @@ def simulate(snn: SNN, x, dtype=torch.float64, record: bool | set[str] = False,
             return fast.compiled(snn, dtype, record)(x)
     x = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x, dtype=dtype)
     tau = float(snn.tau_c)
-    uses: dict[str, int] = {}
-    for la in snn.layers:
-        for s in la.sources():
-            uses[s] = uses.get(s, 0) + 1
-    env: dict[str, torch.Tensor] = {}
     res = SimResult(logits=None)
-    n = x.shape[0]
-    for layer in snn.layers:
-        st = LayerStats(neurons=layer.size, samples=n)
+
+    def step(layer: Layer, env: dict[str, torch.Tensor]) -> torch.Tensor:
+        st = start_layer(res, layer, x.shape[0])
         if isinstance(layer, InputLayer):
-            u = (x - _t(layer.lo, x)) / (_t(layer.hi, x) - _t(layer.lo, x))
-            st.clipped = int(((u < 0) | (u > 1)).sum())
-            s = torch.clamp(u, 0.0, 1.0) * tau  # the window, rounded up, covers tau_c
+            s = encode(layer, x, tau, st)
         elif isinstance(layer, PoolLayer):
             s = layer.apply(env[layer.source])
         else:
-            v = None
-            for g in layer.groups:
-                src = snn.by_name[g.source]
-                y = group_input(g, env[g.source], layer, src, tau)
-                v = y if v is None else v + y
+            v = potential(snn, layer, env, tau)
             if isinstance(layer, ReadoutLayer):
-                res.logits = v + _t(layer.bias, v)
-                res.stats[layer.name] = st
-                break
-            raw = tau * (v - _t(layer.theta_rel, v))
-            w = layer.window
-            if not layer.saturating:
-                st.clipped = int((raw > w).sum())
-            s = torch.clamp(raw, 0.0, w)
+                res.logits = v + like(layer.bias, v)
+                return res.logits
             sd = noise.get(layer.name, 0.0) if isinstance(noise, dict) else noise
-            if sd:
-                jit = torch.randn(s.shape, generator=generator, dtype=s.dtype) * (sd * tau)
-                s = torch.where(s > 0, torch.clamp(s + jit, 0.0, w), s)
+            s = fire(layer, v, tau, st, sd, generator)
         st.spikes = int((s > 0).sum())
-        res.stats[layer.name] = st
         if observe is not None:
             observe(layer, s)
-        if record is True or (isinstance(record, set) and layer.name in record):
-            res.offsets[layer.name] = s
-        env[layer.name] = s
-        for src in layer.sources():
-            uses[src] -= 1
-            if uses[src] == 0:
-                env.pop(src, None)
+        keep_offsets(res, layer, s, record)
+        return s
+
+    walk_layers(snn.layers, step)
     return res
 
 
@@ -139,7 +116,7 @@ def _fast_backend(backend, dtype, observe, noise):
             return None
     elif not plain:
         raise ValueError("backend 'onnx' supports neither observe nor noise")
-    from .backends import onnx_backend
+    from ..backends import onnx_backend  # on use: it imports onnx, which torch runs need not
 
     if backend == "auto" and not onnx_backend.available():  # pragma: no cover
         return None

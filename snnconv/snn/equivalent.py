@@ -1,5 +1,10 @@
 """The equivalent ReLU network of a set of TTFS layers, evaluated on values (not spike times).
 
+A neuron layer's value is x = clip(sum_groups W x_source - theta_rel, 0, cap): by the B = 1
+mapping (spec section 2) exactly the value its spike time codes, t = t_max - tau_c x. A pool takes
+the max (or per channel min) of its inputs, the input layer is (x - lo)/(hi - lo) clipped to
+[0, 1] and the readout is W x + bias.
+
 Calibration uses it to measure each layer's range before windows exist, interval bounds use it to
 derive guaranteed windows, and fine-tuning trains it (the B=1 mapping makes the SNN's gradients
 equal to this network's). Verification does not use it: the simulators work on spike times.
@@ -12,26 +17,19 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from .snn import InputLayer, Layer, NeuronLayer, PoolLayer, ReadoutLayer, chain_apply, \
-    chain_interval
-
-
-def _t(a, like):
-    return torch.as_tensor(np.asarray(a), dtype=like.dtype, device=like.device)
-
+from ..tensors import like
+from ..walk import reader_counts
+from .layers import InputLayer, Layer, NeuronLayer, PoolLayer, ReadoutLayer, walk_layers
+from .ops import chain_apply, chain_interval
 
 def input_values(layer: InputLayer, x: torch.Tensor) -> torch.Tensor:
     """Normalised input in [0, 1] (unclipped)."""
-    lo, hi = _t(layer.lo, x), _t(layer.hi, x)
-    return (x - lo) / (hi - lo)
+    return layer.normalise(x)
 
 
 def consumers_count(layers: list[Layer]) -> dict[str, int]:
-    n: dict[str, int] = {}
-    for la in layers:
-        for s in la.sources():
-            n[s] = n.get(s, 0) + 1
-    return n
+    """How many layers read each layer (see ``snnconv.walk.reader_counts``)."""
+    return reader_counts(layers, lambda la: la.sources())
 
 
 def forward(layers: list[Layer], x, dtype=torch.float64,
@@ -39,12 +37,11 @@ def forward(layers: list[Layer], x, dtype=torch.float64,
             caps: dict[str, float] | None = None) -> torch.Tensor:
     """Values of every layer, layer by layer; ``caps`` clips layers (the windowed network)."""
     x = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x, dtype=dtype)
-    uses = consumers_count(layers)
-    env: dict[str, torch.Tensor] = {}
-    out = None
-    for layer in layers:
+    out = []
+
+    def step(layer: Layer, env: dict[str, torch.Tensor]) -> torch.Tensor:
         if isinstance(layer, InputLayer):
-            v = torch.clamp(input_values(layer, x), 0.0, 1.0)
+            v = torch.clamp(layer.normalise(x), 0.0, 1.0)
         elif isinstance(layer, PoolLayer):
             v = layer.apply(env[layer.source])
         else:
@@ -53,28 +50,31 @@ def forward(layers: list[Layer], x, dtype=torch.float64,
                 y = chain_apply(g.ops, env[g.source])
                 z = y if z is None else z + y
             if isinstance(layer, ReadoutLayer):
-                out = z + _t(layer.bias, z)
-                continue
-            z = z - _t(layer.theta_rel, z)
-            cap = layer.cap if layer.cap is not None else None
-            if caps is not None and layer.name in caps:
-                cap = caps[layer.name] if cap is None else min(cap, caps[layer.name])
-            v = torch.clamp(z, 0.0, cap)
+                out.append(z + like(layer.bias, z))
+                return out[-1]
+            v = torch.clamp(z - like(layer.theta_rel, z), 0.0, _cap(layer, caps))
         if observe is not None:
             observe(layer, v)
-        env[layer.name] = v
-        for s in layer.sources():
-            uses[s] -= 1
-            if uses[s] == 0:
-                env.pop(s, None)
-    return out
+        return v
+
+    walk_layers(layers, step)
+    return out[-1] if out else None
+
+
+def _cap(layer: NeuronLayer, caps: dict[str, float] | None) -> float | None:
+    """The layer's own cap (ReLU6), lowered to ``caps[name]`` if given."""
+    cap = layer.cap
+    if caps is not None and layer.name in caps:
+        cap = caps[layer.name] if cap is None else min(cap, caps[layer.name])
+    return cap
 
 
 def bounds(layers: list[Layer]) -> dict[str, np.ndarray]:
     """Per-neuron upper bounds of every layer's value for inputs inside the input range."""
     hi_of: dict[str, np.ndarray] = {}
-    env: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    for layer in layers:
+
+    def step(layer: Layer, env: dict[str, tuple[torch.Tensor, torch.Tensor]]):
+        """The interval [lo, hi] of the layer's values (None for the readout)."""
         if isinstance(layer, InputLayer):
             shp = (1, *layer.shape)
             lo, hi = torch.zeros(shp, dtype=torch.float64), torch.ones(shp, dtype=torch.float64)
@@ -86,11 +86,13 @@ def bounds(layers: list[Layer]) -> dict[str, np.ndarray]:
             for g in layer.groups:
                 a, b = chain_interval(g.ops, *env[g.source])
                 zlo, zhi = zlo + a, zhi + b
-            th = _t(layer.theta_rel, torch.zeros((), dtype=torch.float64))
+            th = like(layer.theta_rel, torch.zeros((), dtype=torch.float64))
             lo = torch.clamp(zlo - th, 0.0, layer.cap)
             hi = torch.clamp(zhi - th, 0.0, layer.cap)
         else:
-            continue
-        env[layer.name] = (lo, hi)
+            return None
         hi_of[layer.name] = hi[0].numpy()
+        return lo, hi
+
+    walk_layers(layers, step)
     return hi_of

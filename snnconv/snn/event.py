@@ -1,8 +1,8 @@
 """Event-driven TTFS simulator: integrates the neuron dynamics of the spec (section 2) from the
 spike times, delays and windows the SNN holds, as an independent check of the closed form.
 
-The closed form (``snnconv.simulate``) assumes every input spike arrives before t_min and that the
-potential is exactly the weighted sum of ramp lengths, so it cannot notice a wrong integration
+The closed form (``snnconv.snn.simulate``) assumes every input spike arrives before t_min and that
+the potential is exactly the weighted sum of ramp lengths, so it cannot notice a wrong integration
 start, a wrong delay, a spike that arrives too late, or a gating error. Here each layer is run as a
 physical process:
 
@@ -46,15 +46,16 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from ..tensors import like
 from . import kernels
-from .simulate import LayerStats, SimResult
-from .snn import SNN, Group, InputLayer, Layer, NeuronLayer, PoolLayer, ReadoutLayer, chain_apply
+from .layers import (
+    Group, InputLayer, Layer, NeuronLayer, PoolLayer, ReadoutLayer, walk_layers,
+)
+from .model import SNN
+from .ops import chain_apply
+from .results import SimResult, keep_offsets, start_layer
 
 INF = float("inf")
-
-
-def _t(a, like):
-    return torch.as_tensor(np.asarray(a), dtype=like.dtype, device=like.device)
 
 
 def _shift(snn: SNN, layer: Layer, g: Group) -> float:
@@ -131,7 +132,7 @@ def fire(layer: NeuronLayer, v0: torch.Tensor, tau: float) -> tuple[torch.Tensor
     is at r_cross = -tau_c (V(t_min) - theta_rel) relative to t_max.
     """
     w = layer.window
-    r_cross = -tau * (v0 - _t(layer.theta_rel, v0))
+    r_cross = -tau * (v0 - like(layer.theta_rel, v0))
     at_start = r_cross <= -w  # V(t_min) >= theta: fires at once (level-triggered)
     in_window = r_cross < 0  # reaches theta before t_max (the window is half-open)
     r = torch.where(at_start, torch.full_like(r_cross, -w),
@@ -157,7 +158,7 @@ def pool(layer: PoolLayer, r: torch.Tensor) -> torch.Tensor:
 
 def encode_input(layer: InputLayer, x: torch.Tensor, tau_c: float) -> tuple[torch.Tensor, int]:
     """Input spike times relative to t_max (+inf for values at ``lo``) and the clipped count."""
-    u = (x - _t(layer.lo, x)) / (_t(layer.hi, x) - _t(layer.lo, x))
+    u = layer.normalise(x)
     clipped = int(((u < 0) | (u > 1)).sum())
     s = torch.clamp(u, 0.0, 1.0) * tau_c  # the window, rounded up, covers tau_c
     return torch.where(s > 0, -s, torch.full_like(s, INF)), clipped
@@ -181,15 +182,11 @@ def simulate_events(snn: SNN, x, dtype=torch.float64, record: bool | set[str] = 
         raise ValueError(f"steps must be >= 1 or None, got {steps}")
     x = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x, dtype=dtype)
     tau = float(snn.tau_c)
-    uses: dict[str, int] = {}
-    for la in snn.layers:
-        for s in la.sources():
-            uses[s] = uses.get(s, 0) + 1
-    env: dict[str, torch.Tensor] = {}  # spike times relative to the layer's t_max, +inf silent
     res = SimResult(logits=None)
-    n = x.shape[0]
-    for layer in snn.layers:
-        st = LayerStats(neurons=layer.size, samples=n)
+
+    def step(layer: Layer, env: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Spike times of ``layer`` relative to its t_max, +inf silent (the readout: logits)."""
+        st = start_layer(res, layer, x.shape[0])
         if isinstance(layer, InputLayer):
             r, st.clipped = encode_input(layer, x, snn.tau_c)
         elif isinstance(layer, PoolLayer):
@@ -198,26 +195,21 @@ def simulate_events(snn: SNN, x, dtype=torch.float64, record: bool | set[str] = 
             events = [arrivals(snn, layer, g, env[g.source]) for g in layer.groups]
             v0 = potential_at_t_min(snn, layer, events, steps)
             if isinstance(layer, ReadoutLayer):
-                res.logits = v0 + _t(layer.bias, v0)
-                res.stats[layer.name] = st
-                break
+                res.logits = v0 + like(layer.bias, v0)
+                return res.logits
             r, clipped = fire(layer, v0, tau)
             st.clipped = int(clipped.sum())
         else:  # pragma: no cover - the SNN holds no other layer kinds
             raise TypeError(f"layer {layer.name}: unknown kind {layer.kind}")
         st.spikes = int(torch.isfinite(r).sum())
-        res.stats[layer.name] = st
         if observe is not None or record:
             s = offsets(r)
             if observe is not None:
                 observe(layer, s)
-            if record is True or (isinstance(record, set) and layer.name in record):
-                res.offsets[layer.name] = s
-        env[layer.name] = r
-        for src in layer.sources():
-            uses[src] -= 1
-            if uses[src] == 0:
-                env.pop(src, None)
+            keep_offsets(res, layer, s, record)
+        return r
+
+    walk_layers(snn.layers, step)
     return res
 
 

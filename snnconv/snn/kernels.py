@@ -66,7 +66,7 @@ def _conv2d_gemm(x, weight, bias, stride, dilation, out):
     return y if bias is None else y.add_(bias.reshape(1, -1, 1, 1))
 
 
-def _extend_for_output(in_size, begin, end, kernel, stride, dilation, out_size):
+def extend_for_output(in_size, begin, end, kernel, stride, dilation, out_size):
     """End padding needed so that exactly out_size windows fit (ceil_mode adds windows)."""
     extra = []
     for n, b, e, k, s, d, o in zip(in_size, begin, end, kernel, stride, dilation, out_size):
@@ -83,7 +83,7 @@ def pool(x: torch.Tensor, kind: str, kernel, stride, pads_begin, pads_end, dilat
     """
     nd = len(kernel)
     in_size = list(x.shape[2:])
-    extra = _extend_for_output(in_size, pads_begin, pads_end, kernel, stride, dilation, out_size)
+    extra = extend_for_output(in_size, pads_begin, pads_end, kernel, stride, dilation, out_size)
     end = [e + a for e, a in zip(pads_end, extra)]
     if kind == "max":
         y = _MAXPOOL[nd](pad_spatial(x, pads_begin, end, float("-inf")), tuple(kernel),
