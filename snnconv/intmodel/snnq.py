@@ -10,7 +10,7 @@ import numpy as np
 from .. import modelfile
 from ..errors import ModelFileError
 from ..fileio import atomic_write
-from ..snn import OPS, Op
+from ..snn import Op
 from .layers import LAYER_TYPES, QGroup, QInput, QLayer, QNet, QNeuron, QPool, QReadout, \
     QSynaptic
 
@@ -52,20 +52,12 @@ def _write_pool(la: QPool, key: str, ts: _Tensors) -> dict:
                 minimum=ts.put(f"{key}.minimum", la.minimum, np.uint8))
 
 
-def _write_op(op: Op, key: str, ts: _Tensors) -> dict:
-    arrays = {}
-    for name, a in op.arrays().items():
-        a = np.asarray(a)
-        arrays[name] = ts.put(f"{key}.{name}", a, _int_dtype(a))
-    return {"kind": op.kind, "in_shape": list(op.in_shape), "params": op.params(),
-            "arrays": arrays}
-
-
 def _write_synaptic(la: QSynaptic, key: str, ts: _Tensors) -> dict:
     d = {"bias": ts.put(f"{key}.bias", la.bias, np.int64), "widths": dict(la.widths)}
     d["groups"] = [{"source": g.source, "delay": int(g.delay), "bits": int(g.bits),
-                    "ops": [_write_op(op, f"{key}.groups.{gi}.ops.{oi}", ts)
-                            for oi, op in enumerate(g.ops)]}
+                    "ops": modelfile.chain_to_header(
+                        g.ops, f"{key}.groups.{gi}",
+                        lambda k, a: ts.put(k, a, _int_dtype(np.asarray(a))))}
                    for gi, g in enumerate(la.groups)]
     return d
 
@@ -114,13 +106,9 @@ class _Reader:
     def fields(self, d: dict, keys: tuple) -> dict:
         return {k: self(d[k]) for k in keys if k in d}
 
-    def op(self, o: dict) -> Op:
-        cls = OPS.get(o["kind"])
-        if cls is None:
-            raise ModelFileError(f"{self.name}: unknown op kind '{o['kind']}'")
-        p = {k: (tuple(v) if isinstance(v, list) else v) for k, v in o["params"].items()}
-        p.update({k: self(v).astype(np.float64) for k, v in o["arrays"].items()})
-        return cls(tuple(int(v) for v in o["in_shape"]), **p)
+    def ops(self, ds: list[dict]) -> list[Op]:
+        """An op chain; integer weights are read back as float64 (exact below 2^53)."""
+        return modelfile.chain_from_header(ds, lambda k: self(k).astype(np.float64), self.name)
 
 
 def _read_input(d: dict, T: _Reader) -> dict:
@@ -134,7 +122,7 @@ def _read_pool(d: dict, T: _Reader) -> dict:
 
 
 def _read_synaptic(d: dict, T: _Reader) -> dict:
-    groups = [QGroup(g["source"], [T.op(o) for o in g["ops"]], int(g["delay"]), int(g["bits"]))
+    groups = [QGroup(g["source"], T.ops(g["ops"]), int(g["delay"]), int(g["bits"]))
               for g in d["groups"]]
     return dict(T.fields(d, ("scale", "step")), bias=T(d["bias"]).astype(np.int64),
                 widths={k: int(v) for k, v in d["widths"].items()}, groups=groups)
