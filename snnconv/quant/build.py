@@ -23,7 +23,7 @@ from ..intmodel import (
 )
 from ..mapping import compress, full
 from ..snn import SNN, InputLayer, NeuronLayer, PoolLayer, ReadoutLayer, ScaleOp
-from .fold import channel_full, fold_chain, with_array
+from .fold import channel_full, fold_chain
 from .latent import Latent
 from .levels import quantize_weights
 from .profile import Profile
@@ -205,7 +205,7 @@ def _integer_group(source: str, ops, src: QLayer, q: QLayer, shape, u: np.ndarra
     trainable = op.kind in ("conv", "dense")
     gb = bits if trainable else prof.skip_bits
     real = np.asarray(op_array(op), np.float64)
-    ops[wi] = with_array(op, compress(quantize_weights(real, gb), np.shape(real))
+    ops[wi] = op.with_array(compress(quantize_weights(real, gb), np.shape(real))
                          if not trainable else quantize_weights(real, gb))
     return QGroup(source, ops, delay=q.t_min - src.t_max, bits=gb), \
         (real.copy() if trainable else None)

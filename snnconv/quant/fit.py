@@ -11,7 +11,6 @@ import numpy as np
 import torch
 
 from ..intmodel import QLayer, QNet, op_array
-from .fold import with_array
 from .profile import Profile
 
 
@@ -63,7 +62,7 @@ def fan_in(net: QNet, la: QLayer, structural: bool = False) -> int:
         for op in g.ops:
             a = op_array(op)
             if a is not None:
-                op = with_array(op, np.ones_like(np.asarray(a, np.float64)) if structural
+                op = op.with_array(np.ones_like(np.asarray(a, np.float64)) if structural
                                 else (np.asarray(a) != 0).astype(np.float64))
             x = op.apply(x)
         tot = x if tot is None else tot + x

@@ -9,7 +9,6 @@ front of the wiring op before it (``SCALE_BEFORE``) until it meets the weighted 
 
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 
@@ -39,13 +38,6 @@ def check_supported(snn: SNN) -> None:
                     "integer model of finetune does not support yet",
                     hint="supported synapse ops: " + ", ".join(INTEGER_OPS) + "; the float "
                     ".snn model still converts, verifies and simulates")
-
-
-def with_array(op: Op, a: np.ndarray) -> Op:
-    """``op`` holding ``a`` instead of its weights (conv, dense) or scale (scale, sumpool)."""
-    if op.kind in ("conv", "dense"):
-        return dataclasses.replace(op, weight=a)
-    return dataclasses.replace(op, scale=a)
 
 
 def channel_full(a: np.ndarray, shape) -> np.ndarray:

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..intmodel import QNet, op_array, set_widths
-from .fold import with_array
 from .levels import quantize_weights
 
 
@@ -36,7 +35,7 @@ def with_latent(net: QNet, lat: Latent) -> QNet:
             if w is None:
                 continue
             wi = next(i for i, o in enumerate(g.ops) if op_array(o) is not None)
-            g.ops[wi] = with_array(g.ops[wi], quantize_weights(np.asarray(w), g.bits))
+            g.ops[wi] = g.ops[wi].with_array(quantize_weights(np.asarray(w), g.bits))
         la.bias = np.round(np.asarray(lat.bias[la.name], np.float64)).astype(np.int64)
     set_widths(net, *(net.meta.get("quantization", {}).get("profile", {}).get(k) for k in
                       ("i_bits", "v_bits")))
