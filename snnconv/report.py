@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 import torch
@@ -11,18 +10,9 @@ from .render import quant_error_table  # noqa: F401 - finetune.report_tables imp
 from .snn import SNN, NeuronLayer, PoolLayer, ReadoutLayer, chain_apply
 
 
-def _indicator(op):
-    """The op with its non-zero weights set to 1: its 0/1 connectivity."""
-    if op.kind in ("conv", "dense", "convtranspose"):
-        return dataclasses.replace(op, weight=(np.asarray(op.weight) != 0).astype(np.float64))
-    if op.kind in ("scale", "sumpool"):
-        return dataclasses.replace(op, scale=(np.asarray(op.scale) != 0).astype(np.float64))
-    return op
-
-
 def indicator_ops(ops) -> list:
     """A synapse chain's 0/1 connectivity (|W| > 0): it counts synapses."""
-    return [_indicator(o) for o in ops]
+    return [o.indicator() for o in ops]
 
 
 def _synapses(g, src_shape) -> int:

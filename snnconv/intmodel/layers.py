@@ -6,9 +6,9 @@ with theta = R*T - b the neuron fires at t_min + max(0, ceil((theta - V0)/R)), i
 
     x_ticks = clip(floor((V0 + b) / R), 0, T)
 
-Groups reuse the synaptic ops of ``snn.py``; their weight/scale arrays hold integers. Each layer
-type holds only its own fields (as the float SNN's layers do); ``kind`` is the type's name in the
-``.snnq`` file.
+Groups reuse the synaptic ops of ``snnconv.snn``; their weight/scale arrays hold integers. Each
+layer type holds only its own fields (as the float SNN's layers do); ``kind`` is the type's name
+in the ``.snnq`` file.
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ from .elementwise import Abs, Add, Affine, Clip, Dense, Extremum, PRelu, Relu
 from .graph import Graph
 from .layout import Concat, Pad, Reshape, Select, Transpose
 from .node import Node, Shape, ShapeError
-from .sliding import Conv, ConvTranspose, Pool, check_window, convtranspose_out, pool_out_size
+from ..snn.kernels import convtranspose_out, pool_out_size
+from .sliding import Conv, ConvTranspose, Pool, check_window
 
 __all__ = [
     "Abs", "Add", "Affine", "Clip", "Concat", "Conv", "ConvTranspose", "Dense", "Extremum",

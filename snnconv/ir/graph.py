@@ -44,34 +44,18 @@ class Graph:
     def output_shape(self) -> Shape:
         return self.shapes[self.output]
 
-    def last_uses(self) -> dict[str, int]:
-        """Index of the last node that reads each tensor: an evaluation can free it after."""
-        last_use = {}
-        for idx, n in enumerate(self.nodes):
-            for i in n.inputs:
-                last_use[i] = idx
-        return last_use
-
-    def forward(self, x, keep: set[str] | None = None, dtype=torch.float64, after=None):
-        """Float64 reference evaluation. Returns the output, and the tensors named in ``keep``.
-        ``after(idx, node, inputs, output)``, if given, sees every node's evaluation (for
-        quantities that ride along, such as verify's float32 error bound)."""
+    def forward(self, x, keep: set[str] | None = None, dtype=torch.float64):
+        """Float64 reference evaluation. Returns the output, and the tensors named in ``keep``."""
         x = torch.as_tensor(np.asarray(x), dtype=dtype)
         if tuple(x.shape[1:]) != tuple(self.input_shape):
             raise ValueError(f"input shape {tuple(x.shape[1:])} != {self.input_shape}")
         keep = keep or set()
 
-        def step(item: tuple[int, Node], env: dict) -> torch.Tensor:
-            idx, n = item
-            xs = [env[i] for i in n.inputs]
-            y = n.forward(*xs)
-            if after is not None:
-                after(idx, n, xs, y)
-            return y
+        def step(n: Node, env: dict) -> torch.Tensor:
+            return n.forward(*(env[i] for i in n.inputs))
 
-        env = walk(list(enumerate(self.nodes)), step, name=lambda it: it[1].output,
-                   sources=lambda it: it[1].inputs, env={self.input: x},
-                   keep={*keep, self.output})
+        env = walk(self.nodes, step, name=lambda n: n.output, sources=lambda n: n.inputs,
+                   env={self.input: x}, keep={*keep, self.output})
         produced = [self.input] + [n.output for n in self.nodes]
         kept = {t: env[t] for t in produced if t in keep and t in env}
         return env[self.output], kept

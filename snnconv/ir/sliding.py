@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..snn import kernels
+from ..snn.kernels import convtranspose_out, pool_out_size
 from ..tensors import like
 from .node import Node
 
@@ -19,17 +19,6 @@ def check_window(node: Node, stride, dilation, pads=(), kernel=()) -> None:
                         f"{tuple(kernel)} must be >= 1")
     if any(int(v) < 0 for v in pads):
         raise node.fail(f"negative pads {tuple(pads)}")
-
-
-def pool_out_size(n, k, s, pb, pe, d, ceil_mode) -> int:
-    """ONNX/torch output length; in ceil_mode the last window starts inside input or left pad."""
-    span = n + pb + pe - d * (k - 1) - 1
-    if span < 0:
-        return 0
-    out = (math.ceil if ceil_mode else math.floor)(span / s) + 1
-    if ceil_mode and (out - 1) * s >= n + pb:
-        out -= 1
-    return out
 
 
 @dataclass
@@ -106,11 +95,6 @@ class ConvTranspose(Node):
         return kernels.conv_transpose(x, like(self.weight, x), bias, self.stride,
                                       self.pads_begin, self.pads_end, self.dilation,
                                       self.group, self.output_padding)
-
-
-def convtranspose_out(spatial, kernel, stride, pb, pe, dilation, output_padding):
-    return tuple(s * (n - 1) + op + d * (k - 1) + 1 - b - e for n, k, s, b, e, d, op in zip(
-        spatial, kernel, stride, pb, pe, dilation, output_padding))
 
 
 @dataclass

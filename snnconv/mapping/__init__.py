@@ -15,7 +15,7 @@ bounds while mapping), ``finish`` (pruning, provenance for reports), ``arrays`` 
 """
 
 from .arrays import compress, full, per_channel
-from .expressions import FUSE_LIMIT, Expr, Pending, Term, compose, dense_matrix, op_nonneg, simplify
+from .expressions import FUSE_LIMIT, Expr, Pending, Term, compose, dense_matrix, simplify
 from .finish import record_fused
 from .lowering import LOWERING
 from .mapper import Mapper, map_graph
@@ -23,6 +23,6 @@ from .rules import MOVES, RULES
 
 __all__ = [
     "FUSE_LIMIT", "LOWERING", "MOVES", "RULES", "Expr", "Mapper", "Pending", "Term", "compose",
-    "compress", "dense_matrix", "full", "map_graph", "op_nonneg", "per_channel", "record_fused",
+    "compress", "dense_matrix", "full", "map_graph", "per_channel", "record_fused",
     "simplify",
 ]

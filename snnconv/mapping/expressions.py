@@ -21,14 +21,6 @@ from .rules import simplify_once
 FUSE_LIMIT = 4_000_000
 
 
-def op_nonneg(op: Op) -> bool:
-    if op.kind in ("conv", "dense", "convtranspose"):
-        return bool(np.all(op.weight >= 0))
-    if op.kind in ("scale", "sumpool"):
-        return bool(np.all(op.scale >= 0))
-    return True
-
-
 def simplify(ops: list[Op]) -> list[Op]:
     while True:
         new = simplify_once(ops)
@@ -91,7 +83,7 @@ class Expr:
 
 def nonneg(e: Expr) -> bool:
     """Layer values are >= 0, so non-negative maps and biases keep the value >= 0."""
-    return bool(np.all(e.bias >= 0)) and all(op_nonneg(o) for t in e.terms for o in t.ops)
+    return bool(np.all(e.bias >= 0)) and all(o.nonneg() for t in e.terms for o in t.ops)
 
 
 def scaled(e: Expr, scale, bias) -> Expr:

@@ -6,6 +6,7 @@ ceil_mode reduce to one code path instead of per-op special cases.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -142,3 +143,21 @@ def select(x: torch.Tensor, axis: int, index) -> torch.Tensor:
     resizing: every output is a copy of one input)."""
     idx = torch.as_tensor(index, dtype=torch.long, device=x.device)
     return torch.index_select(x, axis + 1, idx)
+
+
+# --- output sizes (shared with the IR's shape inference) ----------------------------------------
+
+def pool_out_size(n, k, s, pb, pe, d, ceil_mode) -> int:
+    """ONNX/torch output length; in ceil_mode the last window starts inside input or left pad."""
+    span = n + pb + pe - d * (k - 1) - 1
+    if span < 0:
+        return 0
+    out = (math.ceil if ceil_mode else math.floor)(span / s) + 1
+    if ceil_mode and (out - 1) * s >= n + pb:
+        out -= 1
+    return out
+
+
+def convtranspose_out(spatial, kernel, stride, pb, pe, dilation, output_padding):
+    return tuple(s * (n - 1) + op + d * (k - 1) + 1 - b - e for n, k, s, b, e, d, op in zip(
+        spatial, kernel, stride, pb, pe, dilation, output_padding))

@@ -6,10 +6,8 @@ with an array (the weighted ops and ``ScaleOp``) answers for it itself: ``array(
 ``with_array(a)``, ``apply_array(x, a)`` (the map with other weights, e.g. fake-quantised ones),
 ``abs()`` (|W|, for error bounds), ``indicator()`` (W != 0, its synapses) and ``nonneg()``; the
 wiring ops are their own ``abs`` and ``indicator``. Nothing needs to dispatch on ``kind``, which
-names the op in the model file.
-
-ConvOp and ConvTransposeOp take their output-size arithmetic from ``snnconv.ir``, imported on
-first use: ``ir`` imports this package's kernels.
+names the op in the model file. Output sizes come from ``kernels`` (the IR's shape inference
+uses the same functions).
 """
 
 from __future__ import annotations
@@ -106,8 +104,7 @@ class ConvOp(Op):
 
     @property
     def out_shape(self):
-        from ..ir import pool_out_size
-        sp = [pool_out_size(n, k, s, b, e, d, False) for n, k, s, b, e, d in zip(
+        sp = [kernels.pool_out_size(n, k, s, b, e, d, False) for n, k, s, b, e, d in zip(
             self.in_shape[1:], self.weight.shape[2:], self.stride, self.pads_begin,
             self.pads_end, self.dilation)]
         return (self.weight.shape[0], *sp)
@@ -263,8 +260,7 @@ class ConvTransposeOp(Op):
 
     @property
     def out_shape(self):
-        from ..ir import convtranspose_out
-        sp = convtranspose_out(self.in_shape[1:], self.weight.shape[2:], self.stride,
+        sp = kernels.convtranspose_out(self.in_shape[1:], self.weight.shape[2:], self.stride,
                                self.pads_begin, self.pads_end, self.dilation,
                                self.output_padding)
         return (self.weight.shape[1] * self.groups, *sp)
