@@ -84,13 +84,18 @@ def convert(
     = None,
     calib_limit: Annotated[Optional[int], typer.Option(
         "--calib-limit", help="Use at most this many calibration samples.")] = None,
+    windows: Annotated[str, typer.Option(
+        "--windows", help="Without --calib: guaranteed (bounds over the input range), estimate "
+        "(from the network alone, not guaranteed) or auto (guaranteed unless over 100x the "
+        "estimate).")] = "auto",
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ):
     """Convert an ONNX ReLU network to an exactly equivalent TTFS SNN (.snn).
 
     Windows come from calibration data (--calib), or without data from
-    interval bounds over the input range (exact for every input in range).
+    bounds over the input range (exact for every input in range) or, on deep
+    nets where those are far too long, from an estimate (--windows).
     Prints the layers, their windows and thresholds, and the latency.
 
     Examples:
@@ -103,7 +108,7 @@ def convert(
 
     res = run(convert_file, model, output, calib=calib, input_range=input_range, margin=margin,
               percentile=percentile, tau_c=tau_c, input_shape=run(_parse_shape, input_shape),
-              calib_limit=calib_limit, progress=not quiet and not as_json)
+              calib_limit=calib_limit, progress=not quiet and not as_json, windows=windows)
     warn(res["summary"]["warnings"])
     if as_json:
         emit_json(res)

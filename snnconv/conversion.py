@@ -14,13 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, data as data_mod, windows
+from . import __version__, data as data_mod
 from .errors import UsageError
 from .fileio import sha256_file
 from .importer import import_onnx
 from .mapping import map_graph
 from .progress import bar
 from .snn import SNN
+from .windows import MODES, build_snn, calibrate, choose, data_range
 
 
 def _from_torch(module, example_input, opset: int = 17) -> bytes:
@@ -37,28 +38,17 @@ def _from_torch(module, example_input, opset: int = 17) -> bytes:
     return buf.getvalue()
 
 
-def _input_range(graph, ds, input_range, warnings: list[str]):
-    shape = graph.input_shape
+def _input_range(graph, ds, input_range, margin, warnings: list[str]):
     if input_range is not None:
         lo, hi = (np.asarray(v, np.float64) for v in input_range)
         if np.any(hi <= lo):
             raise UsageError(f"input range [{lo}, {hi}] is empty")
         return lo, hi, "given"
     if ds is not None:
-        axes = (0, *range(2, len(shape) + 1)) if len(shape) >= 3 else None
-        lo = hi = None
-        for xb, _ in ds.batches(4096):
-            a = xb.min(axis=axes) if axes else np.array(xb.min())
-            b = xb.max(axis=axes) if axes else np.array(xb.max())
-            lo = a if lo is None else np.minimum(lo, a)
-            hi = b if hi is None else np.maximum(hi, b)
-        if len(shape) >= 3:
-            lo = lo.reshape((-1,) + (1,) * (len(shape) - 1))
-            hi = hi.reshape((-1,) + (1,) * (len(shape) - 1))
-        return lo, hi, "calibration data"
+        return data_range((xb for xb, _ in ds.batches(4096)), graph.input_shape, margin)
     warnings.append("no calibration data and no --input-range: assumed inputs in [0, 1]; windows "
-                    "are guaranteed for that range only (pass --input-range LO HI or --calib "
-                    "DATA to change it)")
+                    "hold for that range only (pass --input-range LO HI or --calib DATA to "
+                    "change it)")
     return np.array(0.0), np.array(1.0), "assumed"
 
 
@@ -83,7 +73,8 @@ def _source(model, example_input) -> tuple[object, dict]:
     return model, source_meta
 
 
-def _meta(graph, source_meta, lo, hi, range_src, cal, margin, percentile, warnings) -> dict:
+def _meta(graph, source_meta, lo, hi, range_src, cal, margin, percentile, warnings,
+          compared=None) -> dict:
     """The metadata a converted SNN carries: versions, source, ONNX names, input range and
     calibration."""
     return {
@@ -95,9 +86,9 @@ def _meta(graph, source_meta, lo, hi, range_src, cal, margin, percentile, warnin
                  "output": graph.onnx_output, "head": graph.head},
         "input_range": {"lo": np.asarray(lo).tolist(), "hi": np.asarray(hi).tolist(),
                         "source": range_src},
-        "calibration": {"method": cal.method, "samples": cal.samples, "margin": margin,
-                        "percentile": percentile, "maxima": cal.maxima,
-                        "active": cal.active},
+        "calibration": {"method": cal.method, "source": cal.source, "samples": cal.samples,
+                        "margin": margin, "percentile": percentile, "maxima": cal.maxima,
+                        "active": cal.active, **(compared or {})},
         "warnings": warnings,
     }
 
@@ -105,12 +96,15 @@ def _meta(graph, source_meta, lo, hi, range_src, cal, margin, percentile, warnin
 def convert(model, calib=None, *, input_range=None, margin: float = 1.5,
             percentile: float | None = None, tau_c: float = 1.0, example_input=None,
             input_shape: tuple[int, ...] | None = None, batch_size: int = 256,
-            calib_limit: int | None = None, progress: bool = False) -> SNN:
+            calib_limit: int | None = None, progress: bool = False,
+            windows: str = "auto") -> SNN:
     """Convert a ReLU network to an exactly equivalent TTFS SNN.
 
     ``model``: ONNX path, bytes, ``onnx.ModelProto``, or a ``torch.nn.Module`` (with
-    ``example_input``). ``calib``: data (path, array, or (x, y)) that sets the windows; without it
-    windows are derived from ``input_range`` by interval bounds (exact for every input in range).
+    ``example_input``). ``calib``: data (path, array, or (x, y)) that sets the windows and the
+    input range. Without it, ``windows`` chooses: "guaranteed" (bounds over ``input_range``,
+    exact for every input in it), "estimate" (from the network alone, not guaranteed) or "auto"
+    (guaranteed unless they are over ``windows.AUTO_LIMIT`` times the estimate).
     """
     if margin < 1.0:
         raise UsageError(f"margin {margin} < 1 would clip the calibration data itself",
@@ -121,6 +115,8 @@ def convert(model, calib=None, *, input_range=None, margin: float = 1.5,
         raise UsageError("--percentile needs calibration data (--calib)")
     if tau_c <= 0:
         raise UsageError("tau_c must be positive")
+    if windows not in MODES:
+        raise UsageError(f"windows '{windows}': expected one of {', '.join(MODES)}")
     model, source_meta = _source(model, example_input)
     graph = import_onnx(model, input_shape=input_shape)
 
@@ -128,21 +124,23 @@ def convert(model, calib=None, *, input_range=None, margin: float = 1.5,
     if calib is not None:
         ds = data_mod.load(calib, graph.input_shape)
     warnings: list[str] = []
-    lo, hi, range_src = _input_range(graph, ds, input_range, warnings)
+    lo, hi, range_src = _input_range(graph, ds, input_range, margin, warnings)
     layers = map_graph(graph, lo, hi)
 
+    compared: dict = {}
     if ds is not None:
         n = len(ds) if calib_limit is None else min(calib_limit, len(ds))
         with bar("calibrating", n, progress) as adv:
-            cal = windows.calibrate(layers, (xb for xb, _ in ds.batches(batch_size, n)),
-                                    percentile=percentile, progress=adv)
+            cal = calibrate(layers, (xb for xb, _ in ds.batches(batch_size, n)),
+                            percentile=percentile, progress=adv)
     else:
-        cal = windows.bound_calibration(layers)
+        cal, compared, notes = choose(layers, windows, margin, graph.priors)
+        warnings += notes
 
-    meta = _meta(graph, source_meta, lo, hi, range_src, cal, margin, percentile, warnings)
+    meta = _meta(graph, source_meta, lo, hi, range_src, cal, margin, percentile, warnings,
+                 compared)
     if ds is not None and ds.path:
         meta["calibration"]["data"] = {"path": str(Path(ds.path).resolve()),
                                        "sha256": ds.sha256()}
-    snn = windows.build_snn(layers, cal, tau_c=tau_c, margin=margin,
-                            use_percentile=percentile is not None, head=graph.head, meta=meta)
-    return snn
+    return build_snn(layers, cal, tau_c=tau_c, margin=margin,
+                     use_percentile=percentile is not None, head=graph.head, meta=meta)

@@ -110,8 +110,7 @@ def convert_summary(res: dict) -> list:
     """``snnconv convert``: the layer table and the summary lines."""
     s = res["summary"]
     rng, cal = s["input_range"], s["calibration"]
-    how = (f"{cal['samples']} calibration samples, margin {cal['margin']}" if cal["method"] ==
-           "data" else "interval bounds over the input range (guaranteed, no data)")
+    how = _windows_how(cal)
     if cal.get("percentile"):
         how += f", percentile {cal['percentile']}"
     lines = [layer_table(s["layers"], title=f"{res['output']}"),
@@ -123,6 +122,18 @@ def convert_summary(res: dict) -> list:
         lines.append(f"spikes/neuron {s['spikes_per_neuron_calibration']:.3f} on the "
                      "calibration data")
     return lines + [f"wrote         {res['output']}"]
+
+
+def _windows_how(cal: dict) -> str:
+    """Which kind of windows a conversion used, in words."""
+    if cal["method"] == "data":
+        return f"{cal['samples']} calibration samples, margin {cal['margin']}"
+    src = cal.get("source") or "interval"
+    if cal["method"] == "bounds":
+        return f"{src} bounds over the input range (guaranteed, no data)"
+    kinds = {"batchnorm": "BatchNorm statistics", "moments": "propagated moments"}
+    how = " + ".join(kinds.get(k, k) for k in src.split("+"))
+    return f"estimated from the network ({how}; not guaranteed, no data), margin {cal['margin']}"
 
 
 def _fmt_range(rng) -> str:

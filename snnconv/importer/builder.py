@@ -184,5 +184,5 @@ def build(model: onnx.ModelProto, file: str, input_shape: tuple | None = None) -
         raise ModelImportError("the graph is the identity: there is nothing to convert", file=file)
     return ir.Graph(input=inp.name, input_shape=ctx.shapes[inp.name], output=cmp_name,
                     nodes=ctx.nodes, source=file, batch=full[0], head=ctx.head,
-                    onnx_output=out)
+                    onnx_output=out, priors=ctx.priors)
 

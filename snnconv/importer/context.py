@@ -39,6 +39,8 @@ class Ctx:
         self.shapes: dict[str, tuple] = {}  # per-sample shapes of activations
         self.onnx_shapes: dict[str, tuple] = {}  # full inferred shapes (None for unknown dims)
         self.head: str | None = None
+        #: tensor -> per-channel (mean, std) a BatchNormalization normalised it to (estimates)
+        self.priors: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.graph_output: str | None = None
         self.input_name = input_name
         self.consumers: dict[str, list[onnx.NodeProto]] = {}

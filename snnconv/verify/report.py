@@ -96,7 +96,8 @@ def judge(rep: VerifyReport, rtol64: float) -> None:
         if c.kind == "input":
             if c.clipped and not rep.allow_clipping:
                 f.append(f"{c.clipped} input values outside the calibrated input range "
-                         "(clipped at encoding)")
+                         "(clipped at encoding): re-convert with --input-range LO HI covering "
+                         "the data, a larger --margin, or calibration data that covers it")
                 first = first or c.name
             continue
         if c.clipped and not rep.allow_clipping:

@@ -100,5 +100,7 @@ def batchnorm(ctx: Ctx, node):
     for arr in (a, shift):
         require_finite(ctx, node, arr)
     bshape = (s[0],) + (1,) * (len(s) - 1)
+    # the distribution the training data had after this node: mean B, std |scale| (estimates)
+    ctx.priors[node.output[0]] = (bias, np.abs(sc) * np.sqrt(var / (var + eps)))
     ctx.emit(ir.Affine(node.name, node.op_type, (ctx.name(x),), node.output[0],
                        scale=a.reshape(bshape), shift=shift.reshape(bshape)))

@@ -1,0 +1,93 @@
+"""The input range: what the input layer encodes onto [0, 1] (values outside are clipped).
+
+From calibration data the observed per-channel extremes are not enough: a test image slightly
+brighter than any calibration image would be clipped. The range is rounded out, per channel, to
+the data's evident bounds when there are any, else widened by the margin of hidden windows:
+
+1. all values in [0, 1] -> [0, 1]; all integers in [0, 255] -> [0, 255] (raw images);
+2. values on a grid of at most 256 evenly spaced levels (8-bit images after a mean/std
+   normalisation) -> [lowest, lowest + 255 steps]: the lowest observed level taken as 0;
+3. otherwise the observed range widened to ``margin`` times its span, about its centre.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Levels of an 8-bit image channel.
+LEVELS = 256
+#: Distinct values kept per channel while looking for a grid (more: not an 8-bit grid).
+MAX_DISTINCT = 4 * LEVELS
+#: Relative tolerance of grid membership (float32 data after normalisation).
+GRID_TOL = 1e-3
+
+
+class RangeObserver:
+    """Extremes and (up to MAX_DISTINCT) distinct values per channel, batch by batch."""
+
+    def __init__(self, shape: tuple):
+        self.per_channel = len(shape) >= 3
+        self.channels = shape[0] if self.per_channel else 1
+        self.lo = np.full(self.channels, np.inf)
+        self.hi = np.full(self.channels, -np.inf)
+        self.values: list[np.ndarray | None] = [np.empty(0)] * self.channels
+
+    def update(self, xb: np.ndarray) -> None:
+        xb = np.asarray(xb, np.float64)
+        rows = (np.moveaxis(xb, 1, 0).reshape(self.channels, -1) if self.per_channel
+                else xb.reshape(1, -1))
+        for c, r in enumerate(rows):
+            self.lo[c], self.hi[c] = min(self.lo[c], r.min()), max(self.hi[c], r.max())
+            if self.values[c] is not None:
+                u = np.union1d(self.values[c], np.unique(r))
+                self.values[c] = u if u.size <= MAX_DISTINCT else None
+
+    def observed(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.lo.copy(), self.hi.copy()
+
+
+def _grid_top(values: np.ndarray) -> float | None:
+    """lowest + 255 steps if the values lie on an evenly spaced grid of <= 256 levels."""
+    if values.size < 3:
+        return None
+    step = float(np.min(np.diff(values)))
+    lo = float(values[0])
+    k = (values - lo) / step
+    if step <= 0 or np.max(np.abs(k - np.round(k))) > GRID_TOL or k[-1] > LEVELS - 1 + GRID_TOL:
+        return None
+    return lo + (LEVELS - 1) * step
+
+
+def natural_range(obs: RangeObserver, margin: float) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Per channel: the rounded-out range and which rule gave it."""
+    lo, hi = obs.observed()
+    rules = []
+    for c in range(obs.channels):
+        v = obs.values[c]
+        if lo[c] >= 0 and hi[c] <= 1:
+            lo[c], hi[c], rule = 0.0, 1.0, "[0, 1]"
+        elif v is not None and lo[c] >= 0 and hi[c] <= 255 and np.all(v == np.round(v)):
+            lo[c], hi[c], rule = 0.0, 255.0, "[0, 255]"
+        elif v is not None and (top := _grid_top(v)) is not None:
+            hi[c], rule = max(hi[c], top), "8-bit grid"
+        else:
+            pad = 0.5 * (margin - 1.0) * (hi[c] - lo[c])
+            lo[c], hi[c], rule = lo[c] - pad, hi[c] + pad, f"margin {margin:g}"
+        rules.append(rule)
+    return lo, hi, rules
+
+
+def data_range(batches, shape: tuple, margin: float) -> tuple[np.ndarray, np.ndarray, str]:
+    """(lo, hi, description) for inputs of per-sample ``shape`` from the calibration batches;
+    per channel for images (shape C x ...), one range otherwise."""
+    obs = RangeObserver(shape)
+    for xb in batches:
+        obs.update(xb)
+    lo, hi, rules = natural_range(obs, margin)
+    if obs.per_channel:
+        cs = (-1,) + (1,) * (len(shape) - 1)
+        lo, hi = lo.reshape(cs), hi.reshape(cs)
+    else:
+        lo, hi = np.array(lo[0]), np.array(hi[0])
+    kinds = sorted(set(rules))
+    return lo, hi, "calibration data, rounded out to " + ", ".join(kinds)
