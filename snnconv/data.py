@@ -2,18 +2,24 @@
 
 Never unpickles. Batches stream from disk: ``.npy`` files are memory-mapped, and large ``.npz``
 members (which cannot be memory-mapped) are read in chunks straight from the zip stream.
+
+Samples are a ``Dataset`` (indexable arrays) or a ``Stream`` (any iterable of ``(x, y)``
+batches, e.g. a DataLoader); both yield ``batches`` and ``head_x``, and ``labelled`` picks one.
+torch is imported only when a tensor is given (a tensor cannot exist otherwise), so reading data
+does not pay for it.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
+from .errors import DataError, UsageError
 from .fileio import sha256_file
 
 
@@ -101,6 +107,86 @@ class Dataset:
 
     def sha256(self) -> str | None:
         return sha256_file(self.path) if self.path else None
+
+    def head_x(self, n: int) -> np.ndarray:
+        """The first ``n`` inputs as float64 (calibration, checks)."""
+        return np.asarray(self.x[:n], np.float64)
+
+    def split(self, frac: float, seed: int) -> tuple[Dataset, Dataset | None]:
+        """(kept, held out): a seeded random ``frac`` of the samples held out, both in file
+        order; no split when ``frac`` is 0."""
+        if frac <= 0:
+            return self, None
+        n = len(self)
+        perm = np.random.default_rng(seed).permutation(n)
+        k = max(1, int(round(n * frac)))
+        va, tr = np.sort(perm[:k]), np.sort(perm[k:])
+        x = np.asarray(self.x)
+        return (Dataset(x[tr], self.y[tr], self.name),
+                Dataset(x[va], self.y[va], self.name + " (held out)"))
+
+
+class Stream:
+    """Labelled batches from an iterable of ``(x, y)`` pairs or ``{"x", "y"}`` dicts, read anew
+    on every pass; each batch is checked against the model's input shape."""
+
+    def __init__(self, iterable, shape: tuple, name: str):
+        self.iterable, self.shape, self.name = iterable, tuple(shape), name
+
+    def batches(self, batch_size: int | None = None):
+        """The iterable's own batches (``batch_size`` is ignored) as arrays, y as int64."""
+        for b in self.iterable:
+            xb, yb = (b["x"], b["y"]) if isinstance(b, dict) else (b[0], b[1])
+            xb, yb = _numpy(xb), _numpy(yb)
+            if tuple(xb.shape[1:]) != self.shape:
+                raise DataError(f"{self.name}: batch of per-sample shape {xb.shape[1:]}, the "
+                                f"model expects {self.shape}")
+            yield xb, yb.astype(np.int64)
+
+    def head_x(self, n: int) -> np.ndarray:
+        xs, k = [], 0
+        for xb, _ in self.batches():
+            xs.append(np.asarray(xb, np.float64))
+            k += len(xb)
+            if k >= n:
+                break
+        if not xs:
+            raise DataError(f"{self.name}: the iterable yielded no batches")
+        return np.concatenate(xs)[:n]
+
+    def split(self, frac: float, seed: int) -> tuple[Stream, None]:
+        """A stream cannot hold samples out."""
+        return self, None
+
+
+def labelled(source, input_shape: tuple, name: str = "data") -> Dataset | Stream:
+    """Samples with labels (for training): a path, arrays, ``(x, y)`` of arrays or tensors, or a
+    ``Dataset`` load as a ``Dataset``; any other iterable streams as ``(x, y)`` batches."""
+    if isinstance(source, (str, os.PathLike, np.ndarray, tuple, Dataset)) or _is_tensor(source):
+        if isinstance(source, tuple) and len(source) == 2 and _is_tensor(source[0]):
+            torch = sys.modules["torch"]
+            source = (_numpy(source[0]), None if source[1] is None else
+                      torch.as_tensor(source[1]).cpu().numpy())
+        ds = load(source, input_shape)
+        if ds.y is None:
+            raise DataError(f"{ds.name}: fine-tuning needs labels (y)")
+        return ds
+    try:
+        iter(source)
+    except TypeError:
+        raise UsageError(f"{name}: expected a path, arrays, (x, y) or an iterable of (x, y) "
+                         "batches") from None
+    return Stream(source, input_shape, name)
+
+
+def _is_tensor(a) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and torch.is_tensor(a)
+
+
+def _numpy(a) -> np.ndarray:
+    """An array; a tensor is detached and copied to the CPU first."""
+    return a.detach().cpu().numpy() if _is_tensor(a) else np.asarray(a)
 
 
 def load(source, input_shape: tuple | None = None, n_classes: int | None = None,

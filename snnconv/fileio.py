@@ -84,3 +84,21 @@ def recorded_file(rec: dict | None, check_hash: bool = True) -> tuple[Path | Non
     if check_hash and rec.get("sha256") and sha256_file(p) != rec["sha256"]:
         return p, "changed"
     return p, "ok"
+
+
+def require_recorded_file(rec: dict | None, absent: str, gone: str, changed: str,
+                          hints: tuple[str | None, str | None, str | None] = (None, None, None)
+                          ) -> Path:
+    """``recorded_file``, refusing what cannot be used: unrecorded (UsageError ``absent``),
+    missing (DataError ``gone``) or changed (DataError ``changed``); ``{p}`` in a message is the
+    path, ``hints`` go with the three."""
+    from .errors import DataError, UsageError
+
+    p, state = recorded_file(rec)
+    if state == "absent":
+        raise UsageError(absent, hint=hints[0])
+    if state == "gone":
+        raise DataError(gone.format(p=p), hint=hints[1])
+    if state == "changed":
+        raise DataError(changed.format(p=p), hint=hints[2])
+    return p

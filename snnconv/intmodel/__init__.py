@@ -16,7 +16,7 @@ from .check import verify_integer
 from .common import Compiled, IntResult, encode_input, fire_ticks, limit, pool_values
 from .golden import golden
 from .layers import (
-    LAYER_TYPES, QGroup, QInput, QLayer, QNet, QNeuron, QPool, QReadout, QSynaptic, _consumers,
+    LAYER_TYPES, QGroup, QInput, QLayer, QNet, QNeuron, QPool, QReadout, QSynaptic,
 )
 from .ops import INT_OPS, apply_op, op_array, ops_apply
 from .regsim import _layer_ticks, regsim
@@ -32,5 +32,5 @@ __all__ = [
     "QSynaptic", "abs_bounds", "apply_op", "bits_for", "encode_input", "exact_dtype",
     "fire_ticks", "from_header", "full_np", "golden", "layer_dtypes", "limit", "load",
     "op_array", "ops_apply", "pool_values", "regsim", "run_file", "save", "set_widths",
-    "to_header", "verify_integer", "_consumers", "_layer_ticks", "_limit",
+    "to_header", "verify_integer", "_layer_ticks", "_limit",
 ]

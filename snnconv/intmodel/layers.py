@@ -20,7 +20,6 @@ from typing import ClassVar
 import numpy as np
 
 from ..snn import Op
-from ..walk import reader_counts
 from .ops import INT_OPS, stored_array
 
 
@@ -236,9 +235,3 @@ def _check_group(la: QSynaptic, g: QGroup, src: QLayer) -> None:
         lim = 1 if g.bits == 1 else 2 ** (g.bits - 1) - 1
         if np.abs(a).max(initial=0) > lim:
             raise ValueError(f"layer {la.name}: weights exceed {g.bits} bits")
-
-
-def _consumers(net: QNet) -> dict[str, int]:
-    """Readers per layer name; kept for ``finetune.FakeQuantNet``, whose forward pass keeps its
-    own walk (the models here use ``walk.walk``)."""
-    return reader_counts(net.layers, lambda la: la.sources())

@@ -5,8 +5,10 @@ brighter than any calibration image would be clipped. The range is rounded out, 
 the data's evident bounds when there are any, else widened by the margin of hidden windows:
 
 1. all values in [0, 1] -> [0, 1]; all integers in [0, 255] -> [0, 255] (raw images);
-2. values on a grid of at most 256 evenly spaced levels (8-bit images after a mean/std
-   normalisation) -> [lowest, lowest + 255 steps]: the lowest observed level taken as 0;
+2. values on a grid of evenly spaced levels (images after a mean/std normalisation): a grid
+   spanning over half of 256 levels is 8-bit data -> [lowest, lowest + 255 steps] (the lowest
+   observed level taken as 0); a coarser grid (e.g. 17 grey levels) keeps its observed extremes,
+   which such data reach;
 3. otherwise the observed range widened to ``margin`` times its span, about its centre.
 """
 
@@ -16,6 +18,8 @@ import numpy as np
 
 #: Levels of an 8-bit image channel.
 LEVELS = 256
+#: A grid spanning more levels than this is taken for 8-bit data.
+MIN_8BIT_SPAN = LEVELS // 2
 #: Distinct values kept per channel while looking for a grid (more: not an 8-bit grid).
 MAX_DISTINCT = 4 * LEVELS
 #: Relative tolerance of grid membership (float32 data after normalisation).
@@ -47,7 +51,8 @@ class RangeObserver:
 
 
 def _grid_top(values: np.ndarray) -> float | None:
-    """lowest + 255 steps if the values lie on an evenly spaced grid of <= 256 levels."""
+    """The grid's natural top if the values lie on an evenly spaced grid of <= 256 levels:
+    lowest + 255 steps for 8-bit data, the highest observed value for a coarser grid."""
     if values.size < 3:
         return None
     step = float(np.min(np.diff(values)))
@@ -55,6 +60,8 @@ def _grid_top(values: np.ndarray) -> float | None:
     k = (values - lo) / step
     if step <= 0 or np.max(np.abs(k - np.round(k))) > GRID_TOL or k[-1] > LEVELS - 1 + GRID_TOL:
         return None
+    if k[-1] < MIN_8BIT_SPAN:
+        return float(values[-1])
     return lo + (LEVELS - 1) * step
 
 
@@ -69,7 +76,7 @@ def natural_range(obs: RangeObserver, margin: float) -> tuple[np.ndarray, np.nda
         elif v is not None and lo[c] >= 0 and hi[c] <= 255 and np.all(v == np.round(v)):
             lo[c], hi[c], rule = 0.0, 255.0, "[0, 255]"
         elif v is not None and (top := _grid_top(v)) is not None:
-            hi[c], rule = max(hi[c], top), "8-bit grid"
+            hi[c], rule = max(hi[c], top), "its grid"
         else:
             pad = 0.5 * (margin - 1.0) * (hi[c] - lo[c])
             lo[c], hi[c], rule = lo[c] - pad, hi[c] + pad, f"margin {margin:g}"
