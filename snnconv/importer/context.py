@@ -39,7 +39,8 @@ class Ctx:
         self.shapes: dict[str, tuple] = {}  # per-sample shapes of activations
         self.onnx_shapes: dict[str, tuple] = {}  # full inferred shapes (None for unknown dims)
         self.head: str | None = None
-        #: tensor -> per-channel (mean, std) a BatchNormalization normalised it to (estimates)
+        #: tensor -> per-channel (mean, std) of its pre-activation, from a BatchNormalization's
+        #: parameters (a BN output, or a ReLU of one): estimates for data-free windows
         self.priors: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.graph_output: str | None = None
         self.input_name = input_name

@@ -25,8 +25,8 @@ class Graph:
     head: str | None = None  # output op stripped by the importer (argmax-preserving)
     onnx_output: str | None = None  # the ONNX output tensor (after the head)
     shapes: dict[str, Shape] = field(default_factory=dict)
-    #: tensor -> per-channel (mean, std) the training data had there, from BatchNormalization
-    #: statistics: estimates for data-free windows, never used for exactness
+    #: tensor -> per-channel (mean, std) of its pre-activation the training data had, from
+    #: BatchNormalization parameters: estimates for data-free windows, never used for exactness
     priors: dict[str, tuple] = field(default_factory=dict)
 
     def __post_init__(self):

@@ -55,14 +55,18 @@ def _grid_top(values: np.ndarray) -> float | None:
     lowest + 255 steps for 8-bit data, the highest observed value for a coarser grid."""
     if values.size < 3:
         return None
-    step = float(np.min(np.diff(values)))
-    lo = float(values[0])
+    lo, span = float(values[0]), float(values[-1] - values[0])
+    first = float(np.min(np.diff(values)))
+    if first <= 0 or span / first > LEVELS - 1 + GRID_TOL:
+        return None
+    step = span / round(span / first)  # from the whole span: float32 rounding averages out
     k = (values - lo) / step
-    if step <= 0 or np.max(np.abs(k - np.round(k))) > GRID_TOL or k[-1] > LEVELS - 1 + GRID_TOL:
+    if np.max(np.abs(k - np.round(k))) > GRID_TOL:
         return None
     if k[-1] < MIN_8BIT_SPAN:
         return float(values[-1])
-    return lo + (LEVELS - 1) * step
+    # a thousandth of a level of slack: the data's own float32 rounding
+    return lo + (LEVELS - 1 + GRID_TOL) * step
 
 
 def natural_range(obs: RangeObserver, margin: float) -> tuple[np.ndarray, np.ndarray, list[str]]:

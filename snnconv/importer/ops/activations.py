@@ -16,7 +16,10 @@ from .common import activation_inputs, per_sample_const, require_finite
 
 @register("Relu")
 def relu(ctx: Ctx, node):
-    ctx.emit(ir.Relu(node.name, node.op_type, (ctx.name(node.input[0]),), node.output[0]))
+    x = ctx.name(node.input[0])
+    if x in ctx.priors:  # the layer this ReLU becomes names its output: same pre-activation
+        ctx.priors[node.output[0]] = ctx.priors[x]
+    ctx.emit(ir.Relu(node.name, node.op_type, (x,), node.output[0]))
 
 
 def _clip(ctx: Ctx, node, lo, hi) -> None:
