@@ -40,8 +40,8 @@ def vgg11(image: int, classes: int, hidden: int):
                          nn.Linear(hidden, classes))
 
 
-def resnet18_cifar(classes: int = 10):
-    """ResNet-18 for 32x32 inputs: 3x3 stem, four stages of two basic blocks, global pool."""
+def _resnet_cifar(plan, stem: int, classes: int):
+    """A CIFAR ResNet: 3x3 stem, basic blocks (plan: (channels, stride) each), global pool."""
     torch, nn = _torch()
 
     class Block(nn.Module):
@@ -60,13 +60,26 @@ def resnet18_cifar(classes: int = 10):
             y = torch.relu(self.b1(self.c1(x)))
             return torch.relu(self.b2(self.c2(y)) + self.skip(x))
 
-    blocks, c = [], 64
-    for cout, stride in [(64, 1), (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
-                         (512, 1)]:
+    blocks, c = [], stem
+    for cout, stride in plan:
         blocks.append(Block(c, cout, stride))
         c = cout
-    return nn.Sequential(nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
-                         *blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, classes))
+    return nn.Sequential(nn.Conv2d(3, stem, 3, 1, 1, bias=False), nn.BatchNorm2d(stem),
+                         nn.ReLU(), *blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(c, classes))
+
+
+def resnet18_cifar(classes: int = 10):
+    """ResNet-18 for 32x32 inputs: four stages of two basic blocks (64-512 channels)."""
+    return _resnet_cifar([(64, 1), (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
+                          (512, 1)], 64, classes)
+
+
+def resnet20_cifar(classes: int = 10):
+    """ResNet-20 (He et al.'s CIFAR net): three stages of three basic blocks, 16/32/64
+    channels: thin and deep, where per-layer fixed costs dominate."""
+    return _resnet_cifar([(16, 1)] * 3 + [(32, 2), (32, 1), (32, 1)] +
+                         [(64, 2), (64, 1), (64, 1)], 16, classes)
 
 
 def _randomise_bn(module, seed: int):
@@ -105,6 +118,10 @@ SPECS = {
     "resnet18-cifar": Spec("resnet18-cifar", "generated", (3, 32, 32), (1, 128), 128,
                            build=lambda: resnet18_cifar(10), lean_at=128,
                            note="ResNet-18 (20 conv+BN, residual), 3x32x32"),
+    "resnet20-cifar": Spec("resnet20-cifar", "generated", (3, 32, 32), (1, 100), 256,
+                           build=lambda: resnet20_cifar(10),
+                           note="ResNet-20 (19 conv+BN, 9 residual adds, 16-64 channels), "
+                                "3x32x32"),
     "vgg11-imagenet": Spec("vgg11-imagenet", "generated", (3, 224, 224), (1,), 4,
                            build=lambda: vgg11(224, 1000, 1024),
                            note="VGG-11 features, 25088-1024-1000 head, 3x224x224"),
