@@ -9,7 +9,7 @@ import numpy as np
 from . import modelfile
 from .conversion import convert
 from .errors import UsageError
-from .fileio import atomic_write, check_output, recorded_file
+from .fileio import atomic_write, check_output, recorded_file, require_recorded_file
 from .report import summary
 
 
@@ -76,12 +76,13 @@ def _verify_integer_file(model, *, report_json=None, junit=None, plot=None, data
         warnings.append("--plot applies to .snn models only; ignored")
     net = load(model)
     if data is None:
-        # the file only has to exist: its sha256 is not checked here
-        rec = net.meta.get("training_data")
-        if recorded_file(rec, check_hash=False)[1] != "ok":
-            raise UsageError(f"{model}: no --data given and the model records no data file that "
-                             "still exists", hint="pass --data DATA.npz")
-        data = rec["path"]
+        data = str(require_recorded_file(
+            net.meta.get("training_data"),
+            f"{model}: no --data given and the model records no data file",
+            f"{model}: the training data recorded in the model is missing ({{p}})",
+            f"{model}: the training data recorded in the model ({{p}}) has changed since "
+            "fine-tuning (sha256 differs)",
+            hints=("pass --data DATA.npz",) * 3))
         warnings.append(f"no --data given: using the training data recorded in the model "
                         f"({data})")
     d = verify_integer(net, data, batch_size=batch_size, limit=n, progress=progress)

@@ -209,3 +209,27 @@ def test_refuses_synapses_the_integer_model_lacks():
     snn = snnconv.convert(net, x, example_input=torch.as_tensor(x[:1]))
     with pytest.raises(UsageError, match="convtranspose synapses"):
         ft.finetune(snn, (x, np.zeros(64, np.int64)), epochs=1)
+
+
+def test_bare_integer_verify_refuses_changed_training_data(tmp_path):
+    """``verify X.snnq`` without --data uses the training data the file records, and refuses it
+    when it changed since fine-tuning, as a bare .snn verify does with its calibration data."""
+    import shutil
+
+    from snnconv import api
+    from snnconv.errors import DataError
+
+    data = tmp_path / "train.npz"
+    shutil.copy(SAMPLES / "digits_train.npz", data)
+    snn_path, out = tmp_path / "mlp.snn", tmp_path / "mlp.snnq"
+    _snn("mlp").save(snn_path)
+    ft.finetune_file(snn_path, out, data=data, quantize=4, time_bits=4, epochs=0)
+    rep = api.verify_file(out)
+    assert rep["ok"] and any("training data recorded" in w for w in rep["warnings"])
+    d = np.load(data)
+    np.savez(data, x=d["x"][:100], y=d["y"][:100])
+    with pytest.raises(DataError, match="has changed since fine-tuning"):
+        api.verify_file(out)
+    data.unlink()
+    with pytest.raises(DataError, match="missing"):
+        api.verify_file(out)
