@@ -21,6 +21,7 @@ from snnconv.snn import (
 from snnconv.tensors import like
 
 ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "sample_models"
 RNG = np.random.default_rng(0)
 
 
@@ -109,3 +110,17 @@ def test_modules_of_the_package_stay_small():
         for node in ast.walk(ast.parse(text)):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 assert node.end_lineno - node.lineno + 1 <= 80, (f, node.name)
+
+
+def test_every_simulator_records_the_layers_a_frozenset_names():
+    """``record`` may be any set of layer names; the onnx backend took frozensets already."""
+    import snnconv
+    from snnconv.snn.event import simulate_events
+
+    d = np.load(SAMPLES / "digits_test.npz")
+    snn = snnconv.convert(SAMPLES / "mlp.onnx", SAMPLES / "digits_train.npz")
+    name = snn.neuron_layers()[0].name
+    x = d["x"][:4]
+    for res in (snn.simulate(x, record=frozenset({name}), backend="torch"),
+                simulate_events(snn, x, record=frozenset({name}))):
+        assert list(res.offsets) == [name]

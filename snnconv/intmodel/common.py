@@ -96,7 +96,7 @@ def fire_ticks(la: QLayer, x_ticks: torch.Tensor) -> torch.Tensor:
 
 def recorded(record: bool | set, la: QLayer) -> bool:
     """Whether a run asked for the ticks of ``la``: every layer (True) or a set of names."""
-    return record is True or (isinstance(record, set) and la.name in record)
+    return record is True or (isinstance(record, (set, frozenset)) and la.name in record)
 
 
 @dataclass

@@ -53,5 +53,5 @@ def start_layer(res: SimResult, layer: Layer, samples: int) -> LayerStats:
 
 def keep_offsets(res: SimResult, layer: Layer, s: torch.Tensor, record: bool | set[str]) -> None:
     """Keep ``layer``'s offsets in ``res`` if ``record`` (True, or a set of names) asks."""
-    if record is True or (isinstance(record, set) and layer.name in record):
+    if record is True or (isinstance(record, (set, frozenset)) and layer.name in record):
         res.offsets[layer.name] = s
