@@ -14,6 +14,8 @@ from snnconv import windows
 from snnconv.snn import NeuronLayer, equivalent
 from snnconv.verify import verify
 
+from benchmarks.models import resnet20_cifar
+
 from .conftest import MNIST
 
 RESNET20 = MNIST.parent.parent / "models" / "resnet20_mnist.onnx"
@@ -30,40 +32,6 @@ def _onnx(module: nn.Module, shape, keep_bn: bool = False) -> bytes:
     return buf.getvalue()
 
 
-class Block(nn.Module):
-    def __init__(self, cin, cout, stride):
-        super().__init__()
-        self.c1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.b1 = nn.BatchNorm2d(cout)
-        self.c2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.b2 = nn.BatchNorm2d(cout)
-        self.skip = None if stride == 1 and cin == cout else nn.Sequential(
-            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x):
-        y = self.b2(self.c2(F.relu(self.b1(self.c1(x)))))
-        return F.relu(y + (x if self.skip is None else self.skip(x)))
-
-
-class ResNet20(nn.Module):
-    """The CIFAR ResNet-20 layout (3 stages x 3 basic blocks, 16/32/64 channels)."""
-
-    def __init__(self):
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16),
-                                  nn.ReLU())
-        blocks, cin = [], 16
-        for cout, stride in ((16, 1), (32, 2), (64, 2)):
-            for i in range(3):
-                blocks.append(Block(cin, cout, stride if i == 0 else 1))
-                cin = cout
-        self.blocks = nn.Sequential(*blocks)
-        self.fc = nn.Linear(64, 10)
-
-    def forward(self, x):
-        return self.fc(F.adaptive_avg_pool2d(self.blocks(self.stem(x)), 1).flatten(1))
-
-
 def _cifar_like(n: int, seed: int) -> np.ndarray:
     """8-bit images (smooth random fields) normalised per channel, as CIFAR inputs are."""
     g = torch.Generator().manual_seed(seed)
@@ -77,7 +45,7 @@ def _cifar_like(n: int, seed: int) -> np.ndarray:
 def cifar_resnet20():
     """Random weights, BatchNorm statistics from the data it will see (realistic statistics)."""
     torch.manual_seed(0)
-    net = ResNet20()
+    net = resnet20_cifar(10)
     for m in net.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.momentum = None  # cumulative average over the batches below
