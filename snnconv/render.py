@@ -131,9 +131,10 @@ def _windows_how(cal: dict) -> str:
     src = cal.get("source") or "interval"
     if cal["method"] == "bounds":
         return f"{src} bounds over the input range (guaranteed, no data)"
-    kinds = {"batchnorm": "BatchNorm statistics", "moments": "propagated moments"}
-    how = " + ".join(kinds.get(k, k) for k in src.split("+"))
-    return f"estimated from the network ({how}; not guaranteed, no data), margin {cal['margin']}"
+    from .windows.estimate import describe
+
+    return (f"estimated from the network ({describe(src)}; not guaranteed, no data), margin "
+            f"{cal['margin']}")
 
 
 def _fmt_range(rng) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from ..errors import UsageError
 from ..snn import Layer
 from .calibrate import Calibration
-from .estimate import estimate_calibration
+from .estimate import describe, estimate_calibration
 from .guaranteed import bound_calibration
 from .layout import stage_ends
 
@@ -52,8 +52,5 @@ def choose(layers: list[Layer], mode: str, margin: float, priors: dict | None = 
 
 
 def _estimate_note(est: Calibration) -> str:
-    src = {"batchnorm": "BatchNorm statistics", "moments": "moments propagated from inputs "
-           "uniform over the range"}
-    how = " and ".join(src[s] for s in est.source.split("+") if s in src)
-    return (f"windows estimated from the network ({how}), not guaranteed: verify reports "
-            "clipping if they are too small")
+    return (f"windows estimated from the network ({describe(est.source)}), not guaranteed: "
+            "verify reports clipping if they are too small")

@@ -32,6 +32,14 @@ from .calibrate import Calibration
 
 #: Standard deviations above the mean a window covers.
 SIGMAS = 6.0
+#: Where an estimate came from, in words (the output says which kind of windows were used).
+SOURCES = {"batchnorm": "BatchNorm statistics",
+           "moments": "moments propagated from inputs uniform over the range"}
+
+
+def describe(source: str) -> str:
+    """A Calibration.source of an estimate ("batchnorm+moments") in words."""
+    return " and ".join(SOURCES.get(s, s) for s in source.split("+") if s)
 
 Moments = tuple[torch.Tensor, torch.Tensor]  # mean, variance; shape (1, *layer.shape)
 
