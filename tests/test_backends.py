@@ -300,3 +300,30 @@ def test_weights_go_to_onnxruntime_once():
 
     ref = ort.InferenceSession(full.SerializeToString(), providers=["CPUExecutionProvider"])
     np.testing.assert_array_equal(sim(x).logits.numpy(), ref.run(["logits"], {"x": x})[0])
+
+
+@pytest.mark.parametrize("name", ["cnn", "resnet", "mixed", "mixed_tau"])
+def test_counts_in_the_blocked_layout_equal_the_reference(models, name):
+    """Spike and clip counts of the onnx backend (indicator convolutions + pooled sums, peaks
+    instead of clip counts) equal the torch closed form's on the same offsets; a batch where a
+    convolutional layer reaches its window is counted again exactly, and only then."""
+    snn, x = models[name]
+    sim = onnx_backend.OnnxSimulator(snn, torch.float32, record=True)
+    got = sim(x)
+    # counts of the offsets the session itself produced (float32 rounding may flip a neuron
+    # between the two simulators; the counts must describe this session's offsets exactly)
+    for la in snn.layers:
+        if la.name not in got.offsets:
+            continue
+        s = got.offsets[la.name]
+        assert got.stats[la.name].spikes == int((s > 0).sum()), la.name
+        if isinstance(la, NeuronLayer) and not la.saturating:
+            w = np.float32(la.window)
+            assert got.stats[la.name].clipped == int((s >= float(w)).sum()), la.name
+    hidden_clip = any(st.clipped for n, st in got.stats.items() if n != "input")
+    assert (sim._exact is not None) == hidden_clip
+    if name == "mixed_tau":
+        assert hidden_clip
+    ref = simulate(snn, x, torch.float32)
+    assert {k: (v.spikes, v.clipped) for k, v in got.stats.items()} == \
+        {k: (v.spikes, v.clipped) for k, v in ref.stats.items()}

@@ -18,6 +18,8 @@ assembled and run, and sessions are cached on the SNN.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import onnx
 import torch
@@ -26,18 +28,29 @@ from onnx import TensorProto, helper
 from ..snn import SNN, InputLayer, NeuronLayer, PoolLayer, ReadoutLayer
 from ..snn.results import LayerStats, SimResult
 from .onnx_emit import emit_fire, emit_input, emit_pool, emit_potential
-from .onnx_graph import ELEM, EXTERNAL_MIN_SIZE, NP, Emitter, UnsupportedError, add_const, count
+from .onnx_counts import Counts, rounded_totals
+from .onnx_graph import ELEM, EXTERNAL_MIN_SIZE, NP, Emitter, UnsupportedError
 
 OPSET = 18
 __all__ = ["EXTERNAL_MIN_SIZE", "OPSET", "OnnxSimulator", "UnsupportedError", "available",
            "build_model", "compiled", "forget"]
 
 
+@dataclass
+class CountLayout:
+    """What the ``stats`` output's columns are, and the windows of the ``peaks`` columns
+    (None: every clipped count is in ``stats``)."""
+
+    names: list[tuple[str, str]]
+    peak_windows: np.ndarray | None = None
+
+
 def build_model(snn: SNN, dtype=torch.float32, record=False, stats: bool = True,
-                external: dict[str, np.ndarray] | None = None):
+                external: dict[str, np.ndarray] | None = None, peaks: bool = True):
     """The ONNX model of ``simulate(snn, x, dtype)``: input ``x`` (N, *input shape), outputs
-    ``logits``, ``stats`` (k * N per-sample spike and clip counts, k = len(stat_names)) and
-    ``s:<layer>`` for recorded layers. Returns (model, stat_names, recorded layer names).
+    ``logits``, ``stats`` ((N, k) per-sample spike and clip counts), ``peaks`` (convolutional
+    layers' largest offset per channel, instead of their clipped counts; see onnx_counts) and
+    ``s:<layer>`` for recorded layers. Returns (model, CountLayout, recorded layer names).
     With ``external`` (a dict), large arrays are left out of the model (external placeholders)
     and put there, for ``SessionOptions.add_external_initializers``."""
     if dtype not in ELEM:
@@ -46,56 +59,57 @@ def build_model(snn: SNN, dtype=torch.float32, record=False, stats: bool = True,
     if max(la.size for la in snn.layers) >= 2 ** 24:  # pragma: no cover - 16M neurons/sample
         em.count_elem = TensorProto.DOUBLE
     env: dict[str, str] = {}
-    counts: list[str] = []
-    stat_names: list[tuple[str, str]] = []
+    counts = Counts(em, peaks) if stats else None
     outputs: list[onnx.ValueInfoProto] = []
     recorded: list[str] = []
-    zero = em.const(0.0)
     logits = None
     for layer in snn.layers:
         if isinstance(layer, ReadoutLayer):
-            v = emit_potential(em, layer, env, snn.by_name, float(snn.tau_c))
-            logits = add_const(em, v, layer.bias, "logits")
+            logits = emit_potential(em, layer, env, snn.by_name, float(snn.tau_c), layer.bias)
             break
-        s, clipped = _emit_layer(em, snn, layer, env, stats)
-        if stats:
-            counts.append(count(em, em.op("Greater", [s, zero]), layer.shape))
-            stat_names.append((layer.name, "spikes"))
-            if clipped is not None:
-                counts.append(clipped)
-                stat_names.append((layer.name, "clipped"))
-        env[layer.name] = s
+        s = env[layer.name] = _emit_layer(em, snn, layer, env, counts)
         if record is True or (isinstance(record, (set, frozenset)) and layer.name in record):
-            em.nodes.append(helper.make_node("Identity", [s], [f"s:{layer.name}"]))
-            outputs.append(helper.make_tensor_value_info(f"s:{layer.name}", em.elem, None))
+            outputs.append(_output(em, s, f"s:{layer.name}", em.elem))
             recorded.append(layer.name)
     if logits is None:
         raise UnsupportedError("the SNN has no readout layer")
-    return _model(em, snn, logits, counts if stats else None, outputs), stat_names, recorded
+    stats_out, peaks_out = counts.finish() if counts is not None else (None, None)
+    layout = CountLayout(counts.names if counts is not None else [])
+    if peaks_out is not None:
+        layout.peak_windows = np.concatenate(counts.peak_windows)
+        outputs.insert(0, _output(em, peaks_out, "peaks", em.elem))
+    return _model(em, snn, logits, stats_out, outputs), layout, recorded
 
 
-def _emit_layer(em: Emitter, snn: SNN, layer, env: dict[str, str], stats: bool):
-    """A hidden layer's offsets and its clipped-count output (None if not counted)."""
+def _output(em: Emitter, value: str, name: str, elem) -> onnx.ValueInfoProto:
+    em.nodes.append(helper.make_node("Identity", [value], [name]))
+    return helper.make_tensor_value_info(name, elem, None)
+
+
+def _emit_layer(em: Emitter, snn: SNN, layer, env: dict[str, str], counts: Counts | None):
+    """A hidden layer's offsets (its counts go to ``counts``)."""
     tau = float(snn.tau_c)
     if isinstance(layer, InputLayer):
-        return emit_input(em, layer, stats, tau)
+        return emit_input(em, layer, counts, tau)
     if isinstance(layer, PoolLayer):
         src_shape = tuple(snn.by_name[layer.source].shape)
-        return emit_pool(em, layer, env[layer.source], src_shape), None
+        s = emit_pool(em, layer, env[layer.source], src_shape)
+        if counts is not None:
+            counts.layer(layer.name, s, layer.shape, None)
+        return s
     if isinstance(layer, NeuronLayer):
-        v = emit_potential(em, layer, env, snn.by_name, tau)
-        return emit_fire(em, layer, v, stats, tau)
+        theta = -np.asarray(layer.theta_rel, np.float64) if tau == 1.0 else None
+        v = emit_potential(em, layer, env, snn.by_name, tau, theta)
+        return emit_fire(em, layer, v, counts, tau)
     raise UnsupportedError(f"layer {layer.name}: kind {layer.kind}")  # pragma: no cover
 
 
-def _model(em: Emitter, snn: SNN, logits: str, counts: list[str] | None,
+def _model(em: Emitter, snn: SNN, logits: str, stats: str | None,
            outputs: list[onnx.ValueInfoProto]) -> onnx.ModelProto:
     """The graph's outputs (logits, the stats if counted, recorded offsets) and the model."""
-    em.nodes.append(helper.make_node("Identity", [logits], ["logits"]))
-    outs = [helper.make_tensor_value_info("logits", em.elem, None)]
-    if counts is not None:
-        em.nodes.append(helper.make_node("Concat", counts, ["stats"], axis=0))
-        outs.append(helper.make_tensor_value_info("stats", em.count_elem, None))
+    outs = [_output(em, logits, "logits", em.elem)]
+    if stats is not None:
+        outs.append(_output(em, stats, "stats", em.count_elem))
     x_info = helper.make_tensor_value_info("x", em.elem, ["N", *snn.input.shape])
     graph = helper.make_graph(em.nodes, "snn_closed_form", [x_info], outs + outputs, em.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
@@ -109,26 +123,12 @@ class OnnxSimulator:
 
     def __init__(self, snn: SNN, dtype=torch.float32, record=False, stats: bool = True,
                  threads: int | None = None):
-        import onnxruntime as ort
-
-        self.snn, self.dtype, self.stats = snn, dtype, stats
-        external: dict[str, np.ndarray] = {}
-        model, self._stat_names, self.recorded = build_model(snn, dtype, record, stats,
-                                                             external)
-        so = ort.SessionOptions()
-        so.log_severity_level = 3
-        if threads:
-            so.intra_op_num_threads = threads
-        # onnxruntime reads these buffers in place: they live as long as the session
-        self._weights = [ort.OrtValue.ortvalue_from_numpy(a) for a in external.values()]
-        if external:
-            so.add_external_initializers(list(external), self._weights)
-        try:
-            self.session = ort.InferenceSession(model.SerializeToString(), so,
-                                                providers=["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime raises its own exception types
-            raise UnsupportedError(f"onnxruntime cannot run this SNN in {dtype}: {e}") from e
+        self.snn, self.dtype, self.stats, self._threads = snn, dtype, stats, threads
+        self.session, self._layout, self.recorded, self._weights = _session(
+            snn, dtype, record, stats, threads, peaks=True)
+        self._exact = None  # the session that counts every clipped neuron, made when needed
         self._outs = ["logits"] + (["stats"] if stats else []) + \
+            (["peaks"] if self._layout.peak_windows is not None else []) + \
             [f"s:{n}" for n in self.recorded]
 
     def __call__(self, x) -> SimResult:
@@ -141,12 +141,47 @@ class OnnxSimulator:
         if self.stats:
             for la in self.snn.layers:
                 res.stats[la.name] = LayerStats(neurons=la.size, samples=n)
-            tot = outs[1].reshape(len(self._stat_names), n).sum(1, dtype=np.float64)
-            for (name, what), c in zip(self._stat_names, tot.tolist()):
+            stats, layout = outs[1], self._layout
+            if layout.peak_windows is not None and np.any(outs[2] >= layout.peak_windows):
+                stats, layout = self._exact_counts(x)  # some neuron reached its window
+            for (name, what), c in zip(layout.names, rounded_totals(stats).tolist()):
                 setattr(res.stats[name], what, int(c))
-        for name, a in zip(self.recorded, outs[1 + self.stats:]):
+        first = len(self._outs) - len(self.recorded)
+        for name, a in zip(self.recorded, outs[first:]):
             res.offsets[name] = torch.from_numpy(a)
         return res
+
+    def _exact_counts(self, x: np.ndarray):
+        if self._exact is None:
+            self._exact = _session(self.snn, self.dtype, False, True, self._threads,
+                                   peaks=False)
+        sess, layout = self._exact[0], self._exact[1]
+        return sess.run(["stats"], {"x": x})[0], layout
+
+
+def _session(snn: SNN, dtype, record, stats: bool, threads: int | None, peaks: bool):
+    """(InferenceSession, CountLayout, recorded layers, the weight buffers it reads)."""
+    import onnxruntime as ort
+
+    external: dict[str, np.ndarray] = {}
+    model, layout, recorded = build_model(snn, dtype, record, stats, external, peaks)
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    # subnormal offsets flushed to zero: a spike is then s >= 2^-126, which onnx_counts
+    # needs (a spike time that close to t_max is within float32 rounding of silence)
+    so.add_session_config_entry("session.set_denormal_as_zero", "1")
+    if threads:
+        so.intra_op_num_threads = threads
+    # onnxruntime reads these buffers in place: they live as long as the session
+    weights = [ort.OrtValue.ortvalue_from_numpy(a) for a in external.values()]
+    if external:
+        so.add_external_initializers(list(external), weights)
+    try:
+        session = ort.InferenceSession(model.SerializeToString(), so,
+                                       providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types
+        raise UnsupportedError(f"onnxruntime cannot run this SNN in {dtype}: {e}") from e
+    return session, layout, recorded, weights
 
 
 def _signature(snn: SNN) -> tuple:

@@ -15,7 +15,8 @@ from ..snn import (
     ConvOp, ConvTransposeOp, DenseOp, InputLayer, Layer, NeuronLayer, Op, PadOp, PlaceOp,
     PoolLayer, ReshapeOp, ScaleOp, SelectOp, SumPoolOp, TransposeOp,
 )
-from .onnx_graph import Emitter, UnsupportedError, add_const, count, pool_geometry
+from .onnx_counts import Counts
+from .onnx_graph import Emitter, UnsupportedError, add_const, pool_geometry
 
 
 def _conv(em: Emitter, op: ConvOp, x: str) -> str:
@@ -114,7 +115,7 @@ def emit_pool(em: Emitter, layer: PoolLayer, x: str, in_shape) -> str:
     return em.op("Where", [sel, minp, maxpool(x)])
 
 
-def emit_input(em: Emitter, layer: InputLayer, stats: bool, tau: float):
+def emit_input(em: Emitter, layer: InputLayer, counts: Counts | None, tau: float) -> str:
     """s = clip((x - lo) / (hi - lo), 0, 1) * tau_c, with the torch simulator's float ops;
     steps that are exact identities (x - 0, x / 1, x * 1) are left out."""
     lo = np.asarray(layer.lo, np.float64).astype(em.np)
@@ -125,19 +126,24 @@ def emit_input(em: Emitter, layer: InputLayer, stats: bool, tau: float):
     if np.any(span != 1):
         u = em.op("Div", [u, em.value(span)], hint="u")
     zero, one = em.const(0.0), em.const(1.0)
-    clipped = None
-    if stats:
-        clipped = count(em, em.op("Or", [em.op("Less", [u, zero]),
-                                         em.op("Greater", [u, one])]), layer.shape)
     s = em.op("Clip", [u, zero, one])
     if tau != 1:  # inputs are coded on tau_c (the window, rounded up, covers it)
         s = em.op("Mul", [s, em.const(tau)], hint="s")
-    return s, clipped
+    if counts is not None:
+        counts.plain(layer.name, "spikes", em.op("Greater", [s, zero]), layer.shape)
+        counts.plain(layer.name, "clipped", em.op("Or", [em.op("Less", [u, zero]),
+                                                         em.op("Greater", [u, one])]),
+                     layer.shape)
+    return s
 
 
 def emit_potential(em: Emitter, layer: Layer, env: dict[str, str], by_name: dict[str, Layer],
-                   tau: float) -> str:
-    """V(t_min) of a neuron or readout layer: the sum of its groups' synaptic maps."""
+                   tau: float, bias=None) -> str:
+    """V(t_min) of a neuron or readout layer: the sum of its groups' synaptic maps, plus
+    ``bias`` (an array broadcast per sample) if given. With tau_c = 1 the bias goes onto the
+    first group that ends in a Conv or Gemm, before the other groups are added: onnxruntime then
+    folds it into that kernel and fuses the residual Add and the clamp after it (the ANN's
+    Conv + Add + ReLU pattern)."""
     zero = em.const(0.0)
     v = None
     for g in layer.groups:
@@ -153,23 +159,36 @@ def emit_potential(em: Emitter, layer: Layer, env: dict[str, str], by_name: dict
             y = emit_op(em, o, y)
         if tau != 1.0:
             y = em.op("Div", [y, em.const(tau)])
+        elif bias is not None and em.nodes and em.nodes[-1].op_type in _BIAS_KERNELS and \
+                em.nodes[-1].output[0] == y:
+            y = add_const(em, y, bias, "v")
+            bias = None
         v = y if v is None else em.op("Add", [v, y], hint="v")
-    return v
+    return v if bias is None else add_const(em, v, bias, "v")
 
 
-def emit_fire(em: Emitter, layer: NeuronLayer, v: str, stats: bool, tau: float):
-    """Offsets s = clip(tau_c (V - theta_rel), 0, window) and, with ``stats``, the per-sample
-    count of clipped neurons (None for saturating layers)."""
-    # v + (-theta) is v - theta exactly; as an Add onnxruntime folds it into Conv/Gemm
-    raw = add_const(em, v, -np.asarray(layer.theta_rel, np.float64), "raw")
+# kernels onnxruntime folds a following constant Add into (as bias or Gemm's C)
+_BIAS_KERNELS = ("Conv", "Gemm")
+
+
+def emit_fire(em: Emitter, layer: NeuronLayer, v: str, counts: Counts | None,
+              tau: float) -> str:
+    """Offsets s = clip(tau_c (V - theta_rel), 0, window); with ``counts``, the layer's
+    spikes and (unless it saturates) its neurons at the window are counted."""
+    raw = v  # with tau_c = 1, emit_potential added -theta_rel (see there)
     if tau != 1.0:
+        raw = add_const(em, v, -np.asarray(layer.theta_rel, np.float64), "raw")
         raw = em.op("Mul", [raw, em.const(tau)], hint="raw")
-    w = em.const(layer.window)
-    s = em.op("Clip", [raw, em.const(0.0), w], hint="s")
-    clipped = None
-    if stats and not layer.saturating:
-        # s == window, not raw > window: counting from the clamped offsets keeps
-        # Conv + Add + Clip one fused kernel (raw never leaves it). They differ only for
-        # raw exactly equal to the window, a value within rounding of its boundary.
-        clipped = count(em, em.op("GreaterOrEqual", [s, w]), layer.shape)
-    return s, clipped
+    if len(layer.shape) == 3 and em.nodes[-1].op_type == "Add" and em.nodes[-1].output[0] == raw:
+        # a residual sum: onnxruntime fuses the Add into the convolution before it but not
+        # the clamp after it; an identity depthwise convolution takes the clamp, so the
+        # offsets stay in its blocked layout instead of a round trip through NCHW
+        c = int(layer.shape[0])
+        raw = em.op("Conv", [raw, em.const(np.ones((c, 1, 1, 1)), hint="identity")], group=c,
+                    kernel_shape=[1, 1])
+    # s == window, not raw > window: counted from the clamped offsets, which keeps Conv +
+    # Clip one fused kernel. They differ only for raw exactly equal to the window.
+    s = em.op("Clip", [raw, em.const(0.0), em.const(layer.window)], hint="s")
+    if counts is not None:
+        counts.layer(layer.name, s, layer.shape, None if layer.saturating else layer.window)
+    return s
