@@ -55,6 +55,11 @@ def test_three_integer_paths_agree_bit_for_bit(name, bits, tb, prof, floor, digi
     g = intmodel.golden(loaded, x, record=names)
     g64 = intmodel.golden(loaded, x, dtype=torch.float64)
     r = intmodel.regsim(loaded, x, record=names)
+    comp = intmodel.Compiled(loaded, None)
+    assert comp.fast() is not None  # the onnxruntime graph of the golden model
+    fast = intmodel.golden(loaded, x, compiled=comp)
+    assert torch.equal(fast.logits, g.logits) and fast.spikes == g.spikes
+    assert fast.overflow == g.overflow and fast.samples == g.samples
     with torch.no_grad():
         rec = {}
         f = model(model.encode(x), record=rec)
@@ -145,6 +150,10 @@ def test_overflow_is_flagged_and_saturates_or_wraps():
         r = intmodel.regsim(net, xs)
         g = intmodel.golden(net, xs)
         assert r.overflow["h"] > 0 and g.overflow["h"] > 0
+        # the onnxruntime graph refuses a net whose register might overflow: torch path
+        comp = intmodel.Compiled(net, None)
+        assert comp.fast() is None
+        assert torch.equal(intmodel.golden(net, xs, compiled=comp).logits, g.logits)
     v = torch.tensor([9, -9, 7])
     assert intmodel._limit(v, 4, "saturate")[0].tolist() == [7, -8, 7]
     assert intmodel._limit(v, 4, "wrap")[0].tolist() == [-7, 7, 7]
@@ -235,3 +244,4 @@ def test_per_layer_precision_is_exact():
     assert np.array_equal(g.ticks["h"].numpy()[:, 0], want)
     assert torch.equal(g.ticks["h"], g64.ticks["h"]) and torch.equal(g.ticks["h"], r.ticks["h"])
     assert torch.equal(g.logits, g64.logits) and torch.equal(g.logits, r.logits)
+    assert intmodel.Compiled(net, None).fast() is None  # float64 sums: the torch path

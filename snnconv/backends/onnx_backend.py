@@ -29,7 +29,7 @@ from ..snn import SNN, InputLayer, NeuronLayer, PoolLayer, ReadoutLayer
 from ..snn.results import LayerStats, SimResult
 from .onnx_emit import emit_fire, emit_input, emit_pool, emit_potential
 from .onnx_counts import Counts, rounded_totals
-from .onnx_graph import ELEM, EXTERNAL_MIN_SIZE, NP, Emitter, UnsupportedError
+from .onnx_graph import ELEM, EXTERNAL_MIN_SIZE, NP, Emitter, UnsupportedError, open_session
 
 OPSET = 18
 __all__ = ["EXTERNAL_MIN_SIZE", "OPSET", "OnnxSimulator", "UnsupportedError", "available",
@@ -78,7 +78,7 @@ def build_model(snn: SNN, dtype=torch.float32, record=False, stats: bool = True,
     if peaks_out is not None:
         layout.peak_windows = np.concatenate(counts.peak_windows)
         outputs.insert(0, _output(em, peaks_out, "peaks", em.elem))
-    return _model(em, snn, logits, stats_out, outputs), layout, recorded
+    return _model(em, tuple(snn.input.shape), logits, stats_out, outputs), layout, recorded
 
 
 def _output(em: Emitter, value: str, name: str, elem) -> onnx.ValueInfoProto:
@@ -104,13 +104,13 @@ def _emit_layer(em: Emitter, snn: SNN, layer, env: dict[str, str], counts: Count
     raise UnsupportedError(f"layer {layer.name}: kind {layer.kind}")  # pragma: no cover
 
 
-def _model(em: Emitter, snn: SNN, logits: str, stats: str | None,
-           outputs: list[onnx.ValueInfoProto]) -> onnx.ModelProto:
+def _model(em: Emitter, x_shape: tuple, logits: str, stats: str | None,
+           outputs: list[onnx.ValueInfoProto], x_elem=None) -> onnx.ModelProto:
     """The graph's outputs (logits, the stats if counted, recorded offsets) and the model."""
     outs = [_output(em, logits, "logits", em.elem)]
     if stats is not None:
         outs.append(_output(em, stats, "stats", em.count_elem))
-    x_info = helper.make_tensor_value_info("x", em.elem, ["N", *snn.input.shape])
+    x_info = helper.make_tensor_value_info("x", x_elem or em.elem, ["N", *x_shape])
     graph = helper.make_graph(em.nodes, "snn_closed_form", [x_info], outs + outputs, em.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="snnconv")
@@ -161,26 +161,9 @@ class OnnxSimulator:
 
 def _session(snn: SNN, dtype, record, stats: bool, threads: int | None, peaks: bool):
     """(InferenceSession, CountLayout, recorded layers, the weight buffers it reads)."""
-    import onnxruntime as ort
-
     external: dict[str, np.ndarray] = {}
     model, layout, recorded = build_model(snn, dtype, record, stats, external, peaks)
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    # subnormal offsets flushed to zero: a spike is then s >= 2^-126, which onnx_counts
-    # needs (a spike time that close to t_max is within float32 rounding of silence)
-    so.add_session_config_entry("session.set_denormal_as_zero", "1")
-    if threads:
-        so.intra_op_num_threads = threads
-    # onnxruntime reads these buffers in place: they live as long as the session
-    weights = [ort.OrtValue.ortvalue_from_numpy(a) for a in external.values()]
-    if external:
-        so.add_external_initializers(list(external), weights)
-    try:
-        session = ort.InferenceSession(model.SerializeToString(), so,
-                                       providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime raises its own exception types
-        raise UnsupportedError(f"onnxruntime cannot run this SNN in {dtype}: {e}") from e
+    session, weights = open_session(model, external, threads, f"this SNN in {dtype}")
     return session, layout, recorded, weights
 
 

@@ -128,3 +128,27 @@ def count(em: Emitter, mask: str, shape) -> str:
     c = em.op("Cast", [mask], to=em.count_elem)
     return em.op("ReduceSum", [c, em.const(list(range(1, len(shape) + 1)), np.int64)],
                  keepdims=0, hint="count")
+
+
+def open_session(model: onnx.ModelProto, external: dict[str, np.ndarray], threads: int | None,
+                 what: str):
+    """An onnxruntime CPU session of ``model`` whose large arrays are the ``external`` buffers.
+    Returns (session, the OrtValues it reads in place: keep them as long as the session)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    # subnormals flushed to zero: a spike is then s >= 2^-126, which onnx_counts needs (a
+    # spike time that close to t_max is within float32 rounding of silence)
+    so.add_session_config_entry("session.set_denormal_as_zero", "1")
+    if threads:
+        so.intra_op_num_threads = threads
+    weights = [ort.OrtValue.ortvalue_from_numpy(a) for a in external.values()]
+    if external:
+        so.add_external_initializers(list(external), weights)
+    try:
+        session = ort.InferenceSession(model.SerializeToString(), so,
+                                       providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types
+        raise UnsupportedError(f"onnxruntime cannot run {what}: {e}") from e
+    return session, weights

@@ -31,7 +31,8 @@ class Compiled:
     (``layer_dtypes``)."""
 
     def __init__(self, net: QNet, dtype: torch.dtype | None):
-        self.dtype = dtype
+        self.dtype, self.net = dtype, net
+        self._fast = None
         self.dtypes = layer_dtypes(net) if dtype is None else \
             {la.name: dtype for la in net.layers}
         self.arrays: dict[tuple[str, int], list] = {}
@@ -47,6 +48,17 @@ class Compiled:
                 self.bias[la.name] = like(la.bias, ref)
             if isinstance(la, QNeuron) and la.ramp is not None:
                 self.ramp[la.name] = like(la.ramp, ref)
+
+    def fast(self):
+        """The net as an onnxruntime graph (``backends.onnx_golden``), built on first use;
+        None when its sums or registers need the torch path (float64, overflow)."""
+        if self._fast is None:
+            from ..backends import onnx_golden
+
+            self._fast = False
+            if self.dtype is None and onnx_golden.unsupported(self.net) is None:
+                self._fast = onnx_golden.OnnxGolden(self.net)
+        return self._fast or None
 
     def group(self, la: QSynaptic, gi: int, x: torch.Tensor) -> torch.Tensor:
         for op, a in zip(la.groups[gi].ops, self.arrays[(la.name, gi)]):

@@ -24,7 +24,13 @@ def golden(net: QNet, x, record: bool | set = False, dtype: torch.dtype | None =
     """Closed-form integer model on a batch. ``noise``: Gaussian spike jitter in ticks (rounded to
     whole ticks; silent neurons do not jitter; a jittered spike is clipped to its window).
     ``dtype``: one float dtype for every layer; None: per layer (``layer_dtypes``). Exact
-    either way: the result does not depend on it."""
+    either way: the result does not depend on it. With ``compiled`` (made once for many
+    batches) and neither noise nor recording, the batch runs as an ONNX graph in onnxruntime
+    when the net allows it (``Compiled.fast``), with the same result bit for bit."""
+    if compiled is not None and not noise and record is False and dtype is None:
+        fast = compiled.fast()
+        if fast is not None:
+            return fast(x)
     comp = compiled if compiled is not None and compiled.dtype == dtype else Compiled(net, dtype)
     res = IntResult(logits=None)
 
