@@ -145,7 +145,8 @@ class OnnxSimulator:
             if layout.peak_windows is not None and np.any(outs[2] >= layout.peak_windows):
                 stats, layout = self._exact_counts(x)  # some neuron reached its window
             for (name, what), c in zip(layout.names, rounded_totals(stats).tolist()):
-                setattr(res.stats[name], what, int(c))
+                st = res.stats[name]
+                setattr(st, what, getattr(st, what) + int(c))
         first = len(self._outs) - len(self.recorded)
         for name, a in zip(self.recorded, outs[first:]):
             res.offsets[name] = torch.from_numpy(a)

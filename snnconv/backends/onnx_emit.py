@@ -130,10 +130,7 @@ def emit_input(em: Emitter, layer: InputLayer, counts: Counts | None, tau: float
     if tau != 1:  # inputs are coded on tau_c (the window, rounded up, covers it)
         s = em.op("Mul", [s, em.const(tau)], hint="s")
     if counts is not None:
-        counts.plain(layer.name, "spikes", em.op("Greater", [s, zero]), layer.shape)
-        counts.plain(layer.name, "clipped", em.op("Or", [em.op("Less", [u, zero]),
-                                                         em.op("Greater", [u, one])]),
-                     layer.shape)
+        counts.input(layer.name, s, u, layer.shape)
     return s
 
 

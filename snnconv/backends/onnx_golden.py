@@ -124,7 +124,7 @@ class OnnxGolden:
         logits, stats = self.session.run(["logits", "stats"], {"x": x})
         res = IntResult(logits=torch.from_numpy(logits).to(torch.int64), samples=x.shape[0])
         for name, c in zip(self._names, rounded_totals(stats).tolist()):
-            res.spikes[name] = int(c)
+            res.spikes[name] = res.spikes.get(name, 0) + int(c)
         for la in self.net.evaluated():
             if isinstance(la, (QNeuron, QReadout)):
                 res.overflow[la.name] = 0  # unsupported() proved it cannot happen
