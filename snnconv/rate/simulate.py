@@ -45,17 +45,50 @@ def _t(a, dtype, shape_len: int | None = None) -> torch.Tensor:
     return t
 
 
+def params(net: rm.RateNet, dtype) -> dict[str, dict[str, torch.Tensor]]:
+    """Every node's arrays as tensors (IF arrays per channel shaped to broadcast)."""
+    return {n.name: {k: _t(getattr(n, k), dtype, len(n.shape) if k in PER_CHANNEL else None)
+                     for k in rm.ARRAYS if getattr(n, k, None) is not None} for n in net.nodes}
+
+
+def affine(n: rm.Node, p: dict[str, torch.Tensor], xs: list[torch.Tensor]) -> torch.Tensor:
+    """One step of a node that holds no state (all but IF, MaxPool2d and Output): the same map
+    in the IF simulation and in the ReLU proxy. An Input maps the given ``xs[0]``."""
+    k, x = n.kind, xs[0]
+    if k == "input":
+        return x * p.get("scale", 1.0) + p.get("shift", 0.0)
+    if k == "linear":
+        return F.linear(x, p["weight"], p.get("bias"))
+    if k == "conv2d":
+        return F.conv2d(x, p["weight"], p.get("bias"), n.stride, n.padding, n.dilation,
+                        n.groups)
+    if k == "scale":
+        return x * p["scale"] + p.get("shift", 0.0)
+    if k == "avgpool2d":
+        return F.avg_pool2d(x, n.kernel, n.stride, n.padding, count_include_pad=False)
+    if k == "sumpool2d":
+        return F.avg_pool2d(x, n.kernel, n.stride, n.padding, divisor_override=1)
+    if k == "flatten":
+        return x.reshape(x.shape[0], -1)
+    if k == "add":
+        return sum(xs[1:], x)
+    if k == "concat":
+        return torch.cat(xs, dim=n.axis + 1)
+    raise ValueError(f"node {n.name}: unknown kind {k}")
+
+
 class Stepper:
     """The per-step evaluation of every node, with the state IF and max-pool nodes keep."""
 
-    def __init__(self, net: rm.RateNet, x: torch.Tensor, dtype=torch.float32):
+    def __init__(self, net: rm.RateNet, x: torch.Tensor, dtype=torch.float32,
+                 override: dict[str, dict[str, torch.Tensor]] | None = None):
+        """``override``: arrays to use instead of the model's (a proxy trainer's weights)."""
         self.net, self.dtype, self.n = net, dtype, x.shape[0]
         self.static: dict[str, torch.Tensor] = {}
         self.state: dict[str, torch.Tensor] = {}
-        self.p = {n.name: {k: _t(getattr(n, k), dtype, len(n.shape) if k in PER_CHANNEL
-                                 else None)
-                           for k in rm.ARRAYS if getattr(n, k, None) is not None}
-                  for n in net.nodes}
+        self.p = params(net, dtype)
+        for k, v in (override or {}).items():
+            self.p[k].update(v)
         self.x = x.to(dtype)
         for n in net.nodes:
             if isinstance(n, rm.IF):
@@ -86,36 +119,16 @@ class Stepper:
         return all(i in self.static for i in n.inputs)
 
     def eval(self, n: rm.Node, xs: list[torch.Tensor]) -> torch.Tensor:
-        p = self.p[n.name]
-        k = n.kind
-        if k == "input":
-            y = self.x
-            return y * p.get("scale", 1.0) + p.get("shift", 0.0)
-        if k == "linear":
-            return F.linear(xs[0], p["weight"], p.get("bias"))
-        if k == "conv2d":
-            return F.conv2d(xs[0], p["weight"], p.get("bias"), n.stride, n.padding, n.dilation,
-                            n.groups)
-        if k == "scale":
-            return xs[0] * p["scale"] + p.get("shift", 0.0)
-        if k == "if":
+        if n.kind == "input":
+            return affine(n, self.p[n.name], [self.x])
+        if n.kind == "if":
             return self.fire(n, xs[0])
-        if k == "avgpool2d":
-            return F.avg_pool2d(xs[0], n.kernel, n.stride, n.padding, count_include_pad=False)
-        if k == "sumpool2d":
-            return F.avg_pool2d(xs[0], n.kernel, n.stride, n.padding, divisor_override=1)
-        if k == "maxpool2d":
+        if n.kind == "maxpool2d":
             return self.gate(n, xs[0])
-        if k == "flatten":
-            return xs[0].reshape(self.n, -1)
-        if k == "add":
-            return sum(xs[1:], xs[0])
-        if k == "concat":
-            return torch.cat(xs, dim=n.axis + 1)
-        if k == "output":
+        if n.kind == "output":
             self.state[n.name] += xs[0]
             return self.state[n.name]
-        raise ValueError(f"node {n.name}: unknown kind {k}")
+        return affine(n, self.p[n.name], xs)
 
     def fire(self, n: rm.IF, current: torch.Tensor) -> torch.Tensor:
         v = self.state[n.name]
