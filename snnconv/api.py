@@ -53,6 +53,24 @@ def inspect_file(path) -> dict:
     return summary(modelfile.load(path))
 
 
+def finetune_file(model, output, data=None, proxy: bool = False, steps=None, **kw) -> dict:
+    """``snnconv finetune``: the integer fine-tuning of a TTFS .snn (writes .snnq), or with
+    ``proxy`` the proxy learning of a rate .snn (writes .snn)."""
+    fmt = modelfile.peek_format(model)
+    if proxy or fmt == "snnconv-rate":
+        if not proxy or fmt != "snnconv-rate":
+            raise UsageError(f"{model}: --proxy fine-tunes rate-coded models (convert --coding "
+                             "rate), and a rate-coded model needs --proxy")
+        from .rate.files import finetune_proxy_file
+
+        return finetune_proxy_file(model, output, data, steps=steps, **kw)
+    if steps is not None:
+        raise UsageError("--steps applies to --proxy only")
+    from .finetune import finetune_file as finetune_integer
+
+    return finetune_integer(model, output, data, **kw)
+
+
 def run_file(path, data, out=None, **kw) -> dict:
     """``snnconv run``: predictions of a .snnq (integer golden model) or of a rate model."""
     if modelfile.peek_format(path) == "snnconv-rate":

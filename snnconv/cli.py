@@ -303,6 +303,11 @@ def finetune(
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue from OUTPUT.ckpt after an interruption.")] = False,
     device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    proxy: Annotated[bool, typer.Option(
+        "--proxy", help="MODEL is a rate-coded .snn: proxy learning for --steps T, writes a "
+        ".snn (docs/rate.md).")] = False,
+    steps: Annotated[Optional[int], typer.Option(
+        "--steps", help="With --proxy: simulation length T \\[the model's own].")] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ):
@@ -318,8 +323,14 @@ def finetune(
         snnconv finetune model.snn --quantize 4 --time-bits 4 -o model.snnq
         snnconv finetune model.snn --data train.npz --quantize 1 --noise 0.5 -o bin.snnq
         snnconv finetune model.snn --config ft.yaml --target hardware/generic.yaml -o m.snnq
+        snnconv finetune rate.snn --proxy --steps 8 --epochs 5 --data train.npz -o r8.snn
+
+    With --proxy, MODEL is a rate-coded .snn (convert --coding rate): the IF
+    net and its ReLU proxy share weights, the loss is taken on the IF net's
+    output after T steps and sent back through the proxy (--quantize B rounds
+    weights, straight-through); the result is a rate-coded .snn.
     """
-    from .finetune import finetune_file
+    from .api import finetune_file
 
     talk = not quiet and not as_json
     rep = run(finetune_file, model, output, data, val=val, quantize=quantize,
@@ -327,13 +338,14 @@ def finetune(
               first_last_bits=first_last_bits, target=target, ptq=ptq, warn_loss=warn_loss,
               epochs=epochs, lr=lr,
               batch_size=batch_size, config=config, seed=seed, resume=resume, device=device,
-              progress=talk, log=(lambda m: err.print(m, soft_wrap=True)) if talk else None)
+              progress=talk, log=(lambda m: err.print(m, soft_wrap=True)) if talk else None,
+              proxy=proxy, steps=steps)
     if as_json:
         emit_json(rep)
     elif not quiet:
-        from .finetune import report_tables
+        from .render import finetune_tables
 
-        emit([*report_tables(rep), f"wrote {rep['output']}"])
+        emit([*finetune_tables(rep), f"wrote {rep['output']}"])
 
 
 @app.command("run")

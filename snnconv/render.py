@@ -283,3 +283,27 @@ def _verify_rate(rep: dict) -> list:
             f"verdict   agreement {rep['agreement_at_model_steps']:.2f}% at T = "
             f"{rep['model_steps']}" + ("" if need is None else f" (min {need:g}%)")
             + f": {verdict}"]
+
+
+def finetune_tables(rep: dict) -> list:
+    """``snnconv finetune``: the integer report's tables, or a proxy learning history."""
+    if rep.get("coding") != "rate":
+        from .finetune import report_tables
+
+        return report_tables(rep)
+    from rich.table import Table
+
+    cfg = rep["config"]
+    t = Table(title=f"proxy learning of {rep['model']} at T = {cfg['steps']} "
+                    f"({rep['train_samples']} training, {rep['val_samples']} validation samples)",
+              title_justify="left")
+    for col in ("epoch", "loss", "train acc (SNN)", "val acc (SNN)", "val agreement"):
+        t.add_column(col, justify="right")
+    for e in rep["history"]:
+        mark = " *" if e["epoch"] == rep["best_epoch"] else ""
+        t.add_row(f"{e['epoch']}{mark}", "" if e["loss"] is None else f"{e['loss']:.4f}",
+                  "" if e["train_accuracy"] is None else f"{e['train_accuracy']:.2f}%",
+                  f"{e['val_accuracy']:.2f}%", f"{e['val_agreement']:.2f}%")
+    q = f", weights {cfg['quantize']} bits" if cfg.get("quantize") else ""
+    return [t, f"kept epoch {rep['best_epoch']} (best validation SNN accuracy; 0 = as "
+               f"converted){q}; thresholds kept as converted"]

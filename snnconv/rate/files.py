@@ -79,3 +79,37 @@ def run_rate_file(path, data, out=None, batch_size: int = 512, steps: int | None
         atomic_write(Path(out), buf.getvalue())
         res["output"] = str(out)
     return res
+
+
+#: finetune options of the integer (TTFS) path that mean nothing for proxy learning
+INTEGER_ONLY = ("time_bits", "noise", "latency", "sparsity", "first_last_bits", "target", "ptq",
+                "warn_loss", "config", "resume")
+
+
+def finetune_proxy_file(model, output, data=None, *, val=None, progress=False, log=None,
+                        **kw) -> dict:
+    """Load a rate .snn, proxy-train it, write the fine-tuned rate .snn. Returns the report."""
+    from .train import train_proxy
+
+    given = [k for k in INTEGER_ONLY if kw.pop(k, None) not in (None, False)]
+    if given:
+        raise UsageError(f"--{given[0].replace('_', '-')} applies to the integer fine-tuning "
+                         "(without --proxy) only")
+    if kw.pop("device", "cpu") != "cpu":
+        raise UsageError("proxy learning runs on the CPU only")
+    output = Path(output)
+    if output.suffix != ".snn":
+        raise UsageError(f"-o {output}: a proxy-trained rate model is a .snn file")
+    check_output(output, [model, data, val])
+    net = rate_file.load(model)
+    if data is None:
+        rec = (net.meta.get("calibration") or {}).get("data") or {}
+        if not rec.get("path"):
+            raise UsageError(f"{model}: no --data given and the model records no data file")
+        data = rec["path"]
+    out, rep = train_proxy(net, data, val, progress=progress, log=log, **kw)
+    out.meta["proxy"]["data"] = str(data)
+    rate_file.save(out, output)
+    d = rep.as_dict()
+    d.update(output=str(output), model=str(model), coding="rate", warnings=[])
+    return d

@@ -135,7 +135,7 @@ def train_proxy(net: RateNet, data, val=None, *, progress: bool = False, log=Non
                 opt.step()
                 if sched is not None:
                     sched.step()
-                loss_sum += float(loss) * len(idx)
+                loss_sum += float(loss.detach()) * len(idx)
                 hits += int((snn.argmax(1) == yb).sum())
                 adv(1)
             acc, agr = _evaluate(model, xv, yv, ref, steps)
