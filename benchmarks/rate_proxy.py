@@ -12,7 +12,7 @@ Conv5-ReLU-MaxPool x2 CNN, trained with torch per seed and exported to ONNX. For
 - proxy learning (``finetune --proxy``) from the 99.9% conversion, trained for each T.
 
     python benchmarks/rate_proxy.py --seeds 0 1 2 --out build/rate_proxy.json
-    python benchmarks/rate_proxy.py --table build/rate_proxy.json
+    python benchmarks/rate_proxy.py --table build/rate_proxy.json [more.json ...]
 
 SpikingJelly's rate conversion of the same CNN is ``make bench-ratecoded`` (its table in
 benchmarks/README.md); this script does not need SpikingJelly.
@@ -105,13 +105,16 @@ def run_net(kind, seed, args, work, data) -> list[dict]:
           f"{time.perf_counter() - t0:.0f} s", flush=True)
     for t in args.proxy_steps:
         t1 = time.perf_counter()
-        tuned, rep = train_proxy(nets["99.9%"], work / "mnist_train.npz",
+        tuned, rep = train_proxy(nets[args.proxy_from], work / "mnist_train.npz",
                                  work / "mnist_val.npz", steps=t, epochs=args.epochs,
                                  lr=args.lr, batch_size=64, seed=seed,
                                  quantize=args.quantize)
         r = _rate_rows(tuned, xte, yte, ref, (t,))[t]
-        out.append({**base, "method": "rate, proxy-learned (99.9%)", "steps": t, **r,
-                    "best_epoch": rep.best_epoch, "seconds": time.perf_counter() - t1,
+        out.append({**base, "method": f"rate, proxy-learned (from {args.proxy_from}"
+                                      f"{args.tag})",
+                    "steps": t, **r, "best_epoch": rep.best_epoch,
+                    "val_history": [e.val_accuracy for e in rep.history],
+                    "seconds": time.perf_counter() - t1,
                     "epochs": args.epochs, "quantize": args.quantize})
         print(json.dumps(out[-1]), flush=True)
     return out
@@ -121,9 +124,11 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--models", nargs="+", default=["cnn", "mlp"])
-    ap.add_argument("--proxy-steps", type=int, nargs="+", default=list(T_SWEEP))
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--proxy-steps", type=int, nargs="*", default=[2, 4, 8])
+    ap.add_argument("--proxy-from", default="99.9%", choices=list(PLAIN))
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--tag", default="", help="appended to the proxy rows' method")
     ap.add_argument("--quantize", type=int, default=None)
     ap.add_argument("--float-epochs", type=int, default=15)
     ap.add_argument("--out", default=str(ROOT / "build" / "rate_proxy.json"))
@@ -188,6 +193,6 @@ def table(results) -> str:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--table":
-        print(table(json.loads(Path(sys.argv[2]).read_text())))
+        print(table([r for f in sys.argv[2:] for r in json.loads(Path(f).read_text())]))
         sys.exit(0)
     sys.exit(main())

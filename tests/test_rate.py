@@ -283,7 +283,7 @@ def test_proxy_learning_improves_small_t(cnn_rate, digits):
     net = convert_rate(d / "mlp.onnx", d / "digits_train.npz", steps=4, percentile=99.9)
     x, y = digits["test_x"], digits["test_y"]
     before = float((simulate(net, x, 4).readout[4].argmax(1).numpy() == y).mean())
-    tuned, rep = train_proxy(net, d / "digits_train.npz", epochs=2, seed=0)
+    tuned, rep = train_proxy(net, d / "digits_train.npz", epochs=2, lr=1e-3, seed=0)
     after = float((simulate(tuned, x, 4).readout[4].argmax(1).numpy() == y).mean())
     assert after >= before + 0.05, (before, after)
     assert rep.best_epoch > 0 and tuned.meta["proxy"]["history"][0]["epoch"] == 0

@@ -143,18 +143,14 @@ class Stepper:
 
     def gate(self, n: rm.MaxPool2d, s: torch.Tensor) -> torch.Tensor:
         """Forward, per window, the spike of the input with the most spikes so far (this step
-        included; first in row-major order on ties; padding never wins)."""
+        included; first in row-major order on ties; padding never wins). torch's max-pool keeps
+        the first maximum of a window and pads with -inf: exactly this rule (the loop reference
+        in tests/test_rate.py checks it)."""
         c = self.state[n.name]
         c += s
-        ph, pw = n.padding
-        pads = (pw, pw, ph, ph)
-        kw = dict(kernel_size=n.kernel, dilation=n.dilation, stride=n.stride)
-        cu = F.unfold(F.pad(c, pads, value=-1.0), **kw)
-        su = F.unfold(F.pad(s, pads, value=0.0), **kw)
-        ch, k = s.shape[1], n.kernel[0] * n.kernel[1]
-        cu = cu.reshape(self.n, ch, k, -1)
-        win = cu.argmax(dim=2, keepdim=True)
-        out = su.reshape(self.n, ch, k, -1).gather(2, win)
+        _, idx = F.max_pool2d(c, n.kernel, n.stride, n.padding, n.dilation,
+                              return_indices=True)
+        out = s.flatten(2).gather(2, idx.flatten(2))
         return out.reshape(self.n, *n.shape)
 
 

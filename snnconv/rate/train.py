@@ -27,7 +27,7 @@ from .proxy import ProxyNet
 class ProxyConfig:
     steps: int | None = None  # T to train for; default the model's own
     epochs: int = 5
-    lr: float = 1e-3
+    lr: float = 3e-4
     batch_size: int = 64
     seed: int = 0
     quantize: int | None = None  # weight bits (straight-through), None = float weights
