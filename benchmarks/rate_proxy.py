@@ -42,7 +42,9 @@ from snnconv.rate.train import train_proxy  # noqa: E402
 
 T_SWEEP = (2, 4, 8, 16, 32)
 PLAIN = {"max": dict(percentile=None, v_init=0.0), "99.9%": dict(percentile=99.9, v_init=0.0),
-         "99.9%, v_init 0.5": dict(percentile=99.9, v_init=0.5)}
+         "99.9%, v_init 0.5": dict(percentile=99.9, v_init=0.5),
+         "99.9%, reset to zero": dict(percentile=99.9, v_init=0.0, reset="zero")}
+DEFAULT_PLAIN = ["max", "99.9%", "99.9%, v_init 0.5"]
 
 
 def _ann(onnx_path, x):
@@ -96,7 +98,8 @@ def run_net(kind, seed, args, work, data) -> list[dict]:
     out = [{**base, "method": "TTFS (exact)", **_ttfs(onnx_path, work, xte, yte, ref)}]
     print(json.dumps(out[-1]), flush=True)
     nets = {}
-    for name, kw in PLAIN.items():
+    for name in dict.fromkeys([*args.plain, args.proxy_from]):
+        kw = PLAIN[name]
         net = convert_rate(onnx_path, work / "mnist_train.npz", steps=max(T_SWEEP), **kw)
         nets[name] = net
         for t, r in _rate_rows(net, xte, yte, ref, T_SWEEP).items():
@@ -126,6 +129,7 @@ def main():
     ap.add_argument("--models", nargs="+", default=["cnn", "mlp"])
     ap.add_argument("--proxy-steps", type=int, nargs="*", default=[2, 4, 8])
     ap.add_argument("--proxy-from", default="99.9%", choices=list(PLAIN))
+    ap.add_argument("--plain", nargs="*", default=DEFAULT_PLAIN, choices=list(PLAIN))
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--tag", default="", help="appended to the proxy rows' method")
