@@ -199,11 +199,11 @@ def verify(
     junit: Annotated[Optional[Path], typer.Option("--junit", help="JUnit XML report.")] = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="PNG figure.")] = None,
     steps: Annotated[Optional[str], typer.Option(
-        "--steps", help="Rate models: the T to report, e.g. 2,4,8,16,32 (the model's own T "
+        "--steps", help="Rate models: the T to report, e.g. 2,4,8,16,32 (the T of the model "
         "is added).")] = None,
     min_agreement: Annotated[Optional[float], typer.Option(
         "--min-agreement", help="Rate models: exit 1 if top-1 agreement with the ANN at the "
-        "model's T is below this percentage.")] = None,
+        "T of the model is below this percentage.")] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ):
@@ -307,7 +307,7 @@ def finetune(
         "--proxy", help="MODEL is a rate-coded .snn: proxy learning for --steps T, writes a "
         ".snn (docs/rate.md).")] = False,
     steps: Annotated[Optional[int], typer.Option(
-        "--steps", help="With --proxy: simulation length T \\[the model's own].")] = None,
+        "--steps", help="With --proxy: simulation length T \\[the T of the model].")] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ):
@@ -357,7 +357,7 @@ def run_cmd(
     noise: Annotated[float, typer.Option(
         "--noise", help="Spike-time jitter (ticks) to test robustness.")] = 0.0,
     steps: Annotated[Optional[int], typer.Option(
-        "--steps", help="Rate models: simulate T steps \\[the model's own T].")] = None,
+        "--steps", help="Rate models: simulate T steps \\[the T of the model].")] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ):
