@@ -88,11 +88,12 @@ def _ttfs(onnx_path, work, x, y, ref) -> dict:
 def run_net(kind, seed, args, work, data) -> list[dict]:
     (xtr, ytr), (xte, yte) = data
     t0 = time.perf_counter()
-    m = mb.train_float(kind, xtr, ytr, seed, args.float_epochs)
     onnx_path = work / f"rate_{kind}_{seed}.onnx"
-    torch.onnx.export(m, (torch.as_tensor(xtr[:1]),), str(onnx_path), dynamo=False,
-                      input_names=["x"], output_names=["y"],
-                      dynamic_axes={"x": {0: "b"}, "y": {0: "b"}})
+    if not (args.reuse and onnx_path.is_file()):
+        m = mb.train_float(kind, xtr, ytr, seed, args.float_epochs)
+        torch.onnx.export(m, (torch.as_tensor(xtr[:1]),), str(onnx_path), dynamo=False,
+                          input_names=["x"], output_names=["y"],
+                          dynamic_axes={"x": {0: "b"}, "y": {0: "b"}})
     ref = _ann(onnx_path, xte)
     base = {"model": kind, "seed": seed, "ann": float((ref == yte).mean())}
     out = [{**base, "method": "TTFS (exact)", **_ttfs(onnx_path, work, xte, yte, ref)}]
@@ -137,6 +138,8 @@ def main():
     ap.add_argument("--float-epochs", type=int, default=15)
     ap.add_argument("--out", default=str(ROOT / "build" / "rate_proxy.json"))
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--reuse", action="store_true",
+                    help="take the nets of an earlier run (build/rate_KIND_SEED.onnx)")
     args = ap.parse_args()
     if not (mb.MNIST / "t10k-images-idx3-ubyte.gz").is_file():
         print(f"MNIST not found in {mb.MNIST}; set SNNCONV_MNIST", file=sys.stderr)
@@ -165,7 +168,10 @@ def _ms(vals, scale=100.0, digits=2):
 
 
 def table(results) -> str:
-    """Markdown: per net, accuracy % (mean ± sd over seeds) by method and T."""
+    """Markdown: per net, accuracy % (mean ± sd over seeds) by method and T. A row repeated by a
+    later run (same net, method and T) replaces the earlier one."""
+    results = list({(r["model"], r["seed"], r["method"], r.get("steps")): r
+                    for r in results}.values())
     lines = [f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"]
     for kind in dict.fromkeys(r["model"] for r in results):
         rs = [r for r in results if r["model"] == kind]

@@ -6,5 +6,6 @@ from .convert import convert_rate
 from .file import load, save
 from .model import RateNet
 from .simulate import RateResult, simulate
+from .train import train_proxy
 
-__all__ = ["RateNet", "RateResult", "convert_rate", "load", "save", "simulate"]
+__all__ = ["RateNet", "RateResult", "convert_rate", "load", "save", "simulate", "train_proxy"]
