@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The CPU build of PyTorch is pinned and installed first: an unpinned torch pulls a CUDA build.
 TORCH_PIN := torch==2.13.0
 
-.PHONY: install demo test lint bench bench-ratecoded docs clean
+.PHONY: install demo test lint bench bench-ratecoded bench-rate docs clean
 
 install: $(STAMP)
 
@@ -45,6 +45,11 @@ bench: install
 bench-ratecoded: install
 	$(BIN)/python -m pip install -q --no-deps "spikingjelly==2.0.0" "loguru>=0.7,<1" tqdm
 	$(BIN)/python benchmarks/ratecoded.py --out build/bench_ratecoded.json
+
+# snnconv's own rate-coded IF nets, plain and proxy-learned, vs TTFS on the MNIST MLP and CNN
+# (3 seeds); needs ../shared/data/mnist; about 45 minutes on two cores.
+bench-rate: install
+	$(BIN)/python benchmarks/rate_proxy.py --out build/rate_proxy.json
 
 lint: install
 	$(BIN)/ruff check .

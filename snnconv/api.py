@@ -13,8 +13,13 @@ from .fileio import atomic_write, check_output, recorded_file, require_recorded_
 from .report import summary
 
 
-def convert_file(model, output=None, **kw) -> dict:
-    """Convert an ONNX file and write the .snn. Returns the summary that convert prints."""
+def convert_file(model, output=None, coding: str = "ttfs", **kw) -> dict:
+    """Convert an ONNX file and write the .snn. Returns the summary that convert prints.
+    ``coding`` "rate" writes a rate-coded IF net (``snnconv.rate``) instead of the exact TTFS
+    one."""
+    if coding not in ("ttfs", "rate"):
+        raise UsageError(f"--coding {coding}: expected ttfs or rate")
+    rate_kw = {k: kw.pop(k) for k in _RATE_ONLY if k in kw}
     model = Path(model)
     if output is None:
         output = model.with_suffix(".snn")
@@ -22,14 +27,63 @@ def convert_file(model, output=None, **kw) -> dict:
     if output.suffix in (".onnx", ".npz", ".npy"):
         raise UsageError(f"-o {output}: refusing to write a model file with suffix "
                          f"{output.suffix}", hint="use a .snn suffix")
+    if coding == "rate":
+        from .rate.files import convert_rate_file
+
+        return convert_rate_file(model, output, **kw, **{k: v for k, v in rate_kw.items()
+                                                          if v is not None})
+    given = [k for k, v in rate_kw.items() if v not in (None, False)]
+    if given:
+        raise UsageError(f"--{given[0].replace('_', '-')} applies to --coding rate only")
     check_output(output, [model, kw.get("calib")])
     snn = convert(model, **kw)
     modelfile.save(snn, output)
     return {"output": str(output), "summary": summary(snn)}
 
 
+#: convert options of the rate coding only
+_RATE_ONLY = ("steps", "channelwise", "reset", "v_init")
+
+
 def inspect_file(path) -> dict:
+    if modelfile.peek_format(path) == "snnconv-rate":
+        from .rate.files import inspect_rate_file
+
+        return inspect_rate_file(path)
     return summary(modelfile.load(path))
+
+
+def finetune_file(model, output, data=None, proxy: bool = False, steps=None, **kw) -> dict:
+    """``snnconv finetune``: the integer fine-tuning of a TTFS .snn (writes .snnq), or with
+    ``proxy`` the proxy learning of a rate .snn (writes .snn)."""
+    fmt = modelfile.peek_format(model)
+    if proxy or fmt == "snnconv-rate":
+        if not proxy or fmt != "snnconv-rate":
+            raise UsageError(f"{model}: --proxy fine-tunes rate-coded models (convert --coding "
+                             "rate), and a rate-coded model needs --proxy")
+        from .rate.files import finetune_proxy_file
+
+        return finetune_proxy_file(model, output, data, steps=steps, **kw)
+    if steps is not None:
+        raise UsageError("--steps applies to --proxy only")
+    from .finetune import finetune_file as finetune_integer
+
+    return finetune_integer(model, output, data, **kw)
+
+
+def run_file(path, data, out=None, **kw) -> dict:
+    """``snnconv run``: predictions of a .snnq (integer golden model) or of a rate model."""
+    if modelfile.peek_format(path) == "snnconv-rate":
+        from .rate.files import run_rate_file
+
+        if kw.get("noise"):
+            raise UsageError("--noise applies to .snnq models only")
+        return run_rate_file(path, data, out, steps=kw.get("steps"))
+    from .intmodel import run_file as run_integer
+
+    if kw.get("steps") is not None:
+        raise UsageError("--steps applies to rate models only")
+    return run_integer(path, data, out, noise=kw.get("noise", 0.0))
 
 
 def verify_file(model, *, report_json=None, junit=None, plot=None, **kw) -> dict:
@@ -44,6 +98,15 @@ def verify_file(model, *, report_json=None, junit=None, plot=None, **kw) -> dict
         if p is not None:
             check_output(p, inputs)
     float_model = kw.pop("float_model", None)
+    rate_kw = {k: kw.pop(k, None) for k in ("steps", "min_agreement")}
+    if modelfile.peek_format(model) == "snnconv-rate":
+        from .rate.files import verify_rate_file
+
+        if junit is not None or plot is not None:
+            raise UsageError("--junit and --plot apply to TTFS models only")
+        return verify_rate_file(model, report_json=report_json, **rate_kw, **kw)
+    if any(v is not None for v in rate_kw.values()):
+        raise UsageError("--steps and --min-agreement apply to rate models only")
     if modelfile.peek_format(model) == "snnconv-snnq":
         return _verify_integer_file(model, report_json=report_json, junit=junit, plot=plot,
                                     float_model=float_model, **kw)

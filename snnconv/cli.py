@@ -88,6 +88,20 @@ def convert(
         "--windows", help="Without --calib: guaranteed (bounds over the input range), estimate "
         "(from the network alone, not guaranteed) or auto (guaranteed unless over 100x the "
         "estimate).")] = "auto",
+    coding: Annotated[str, typer.Option(
+        "--coding", help="ttfs (exact single-spike SNN) or rate (rate-coded IF neurons on a "
+        "time-step grid, approximate; needs --calib; see docs/rate.md).")] = "ttfs",
+    steps: Annotated[Optional[int], typer.Option(
+        "--steps", help="Rate coding: the simulation length T the model records \\[32].")]
+    = None,
+    channelwise: Annotated[bool, typer.Option(
+        "--channelwise", help="Rate coding: one threshold per channel (else per layer).")]
+    = False,
+    reset: Annotated[Optional[str], typer.Option(
+        "--reset", help="Rate coding: subtract (default) or zero.")] = None,
+    v_init: Annotated[Optional[float], typer.Option(
+        "--v-init", help="Rate coding: initial membrane as a fraction of the threshold \\[0].")]
+    = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ):
@@ -103,12 +117,14 @@ def convert(
         snnconv convert model.onnx --calib train.npz -o model.snn
         snnconv convert model.onnx --input-range -1 1
         snnconv convert model.onnx --calib train.npz --percentile 99.9
+        snnconv convert model.onnx --coding rate --steps 8 --calib train.npz
     """
     from .api import convert_file
 
     res = run(convert_file, model, output, calib=calib, input_range=input_range, margin=margin,
               percentile=percentile, tau_c=tau_c, input_shape=run(_parse_shape, input_shape),
-              calib_limit=calib_limit, progress=not quiet and not as_json, windows=windows)
+              calib_limit=calib_limit, progress=not quiet and not as_json, windows=windows,
+              coding=coding, steps=steps, channelwise=channelwise, reset=reset, v_init=v_init)
     warn(res["summary"]["warnings"])
     if as_json:
         emit_json(res)
@@ -182,6 +198,12 @@ def verify(
         "--report-json", help="Write the report as JSON to this file.")] = None,
     junit: Annotated[Optional[Path], typer.Option("--junit", help="JUnit XML report.")] = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="PNG figure.")] = None,
+    steps: Annotated[Optional[str], typer.Option(
+        "--steps", help="Rate models: the T to report, e.g. 2,4,8,16,32 (the T of the model "
+        "is added).")] = None,
+    min_agreement: Annotated[Optional[float], typer.Option(
+        "--min-agreement", help="Rate models: exit 1 if top-1 agreement with the ANN at the "
+        "T of the model is below this percentage.")] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ):
@@ -200,15 +222,21 @@ def verify(
         snnconv verify model.snn --onnx model.onnx --data test.npz
         snnconv verify model.snn --data test.npz --junit verify.xml
         snnconv verify model.snnq --data test.npz
+        snnconv verify rate.snn --steps 2,4,8,16,32 --min-agreement 99
+
+    A rate-coded model (convert --coding rate) is not exact: verify reports
+    its top-1 agreement with the ANN and accuracy for each T, spikes per
+    neuron and synaptic events, and exits 1 only below --min-agreement.
     """
     from .api import verify_file
 
     sigmas = run(_parse_floats, noise, "--noise") if noise else None
+    ts = [int(t) for t in run(_parse_floats, steps, "--steps")] if steps else None
     rep = run(verify_file, model, onnx=onnx, data=data, n=n, atol=atol, rtol=rtol,
               rtol64=rtol64, allow_clipping=allow_clipping, simulator=simulator,
               batch_size=batch_size, reference_n=reference_n, noise=sigmas,
               report_json=report_json, junit=junit, plot=plot, float_model=float_model,
-              progress=not quiet and not as_json)
+              progress=not quiet and not as_json, steps=ts, min_agreement=min_agreement)
     warn(rep["warnings"])
     if as_json:
         emit_json(rep)
@@ -275,6 +303,11 @@ def finetune(
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue from OUTPUT.ckpt after an interruption.")] = False,
     device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    proxy: Annotated[bool, typer.Option(
+        "--proxy", help="MODEL is a rate-coded .snn: proxy learning for --steps T, writes a "
+        ".snn (docs/rate.md).")] = False,
+    steps: Annotated[Optional[int], typer.Option(
+        "--steps", help="With --proxy: simulation length T \\[the T of the model].")] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ):
@@ -290,8 +323,14 @@ def finetune(
         snnconv finetune model.snn --quantize 4 --time-bits 4 -o model.snnq
         snnconv finetune model.snn --data train.npz --quantize 1 --noise 0.5 -o bin.snnq
         snnconv finetune model.snn --config ft.yaml --target hardware/generic.yaml -o m.snnq
+        snnconv finetune rate.snn --proxy --steps 8 --epochs 5 --data train.npz -o r8.snn
+
+    With --proxy, MODEL is a rate-coded .snn (convert --coding rate): the IF
+    net and its ReLU proxy share weights, the loss is taken on the IF net's
+    output after T steps and sent back through the proxy (--quantize B rounds
+    weights, straight-through); the result is a rate-coded .snn.
     """
-    from .finetune import finetune_file
+    from .api import finetune_file
 
     talk = not quiet and not as_json
     rep = run(finetune_file, model, output, data, val=val, quantize=quantize,
@@ -299,36 +338,41 @@ def finetune(
               first_last_bits=first_last_bits, target=target, ptq=ptq, warn_loss=warn_loss,
               epochs=epochs, lr=lr,
               batch_size=batch_size, config=config, seed=seed, resume=resume, device=device,
-              progress=talk, log=(lambda m: err.print(m, soft_wrap=True)) if talk else None)
+              progress=talk, log=(lambda m: err.print(m, soft_wrap=True)) if talk else None,
+              proxy=proxy, steps=steps)
     if as_json:
         emit_json(rep)
     elif not quiet:
-        from .finetune import report_tables
+        from .render import finetune_tables
 
-        emit([*report_tables(rep), f"wrote {rep['output']}"])
+        emit([*finetune_tables(rep), f"wrote {rep['output']}"])
 
 
 @app.command("run")
 def run_cmd(
-    model: Annotated[Path, typer.Argument(help="A .snnq file.")],
+    model: Annotated[Path, typer.Argument(help="A .snnq file, or a rate-coded .snn.")],
     data: Annotated[Path, typer.Option("--data", help="Data (.npz with x[, y], or .npy).")],
     pred: Annotated[Optional[Path], typer.Option(
         "--out", help="Write predictions and integer logits to this .npz.")] = None,
     noise: Annotated[float, typer.Option(
         "--noise", help="Spike-time jitter (ticks) to test robustness.")] = 0.0,
+    steps: Annotated[Optional[int], typer.Option(
+        "--steps", help="Rate models: simulate T steps \\[the T of the model].")] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ):
-    """Predictions of the integer golden model, from the .snnq file alone.
+    """Predictions of the integer golden model, from the .snnq file alone
+    (or of a rate-coded model, simulated for T steps).
 
     Examples:
 
         snnconv run model.snnq --data test.npz
         snnconv run model.snnq --data test.npz --out pred.npz --noise 1
+        snnconv run rate.snn --data test.npz --steps 8
     """
-    from .intmodel import run_file
+    from .api import run_file
 
-    res = run(run_file, model, data, pred, noise=noise)
+    res = run(run_file, model, data, pred, noise=noise, steps=steps)
     if as_json:
         emit_json(res)
     elif not quiet:

@@ -45,8 +45,8 @@ def pack(fmt: str, version: int, header: dict, tensors: dict[str, np.ndarray]) -
 
 
 def peek_format(path) -> str | None:
-    """The container's format name ("snnconv-snn", "snnconv-snnq"), or None if unreadable; lets
-    one command take either file."""
+    """The container's format name ("snnconv-snn", "snnconv-snnq", "snnconv-rate"), or None if
+    unreadable; lets one command take any of the files."""
     try:
         with open(path, "rb") as f:
             (n,) = struct.unpack("<Q", f.read(8))
@@ -82,7 +82,8 @@ def unpack(path, fmt: str, version: int) -> tuple[dict, dict[str, np.ndarray]]:
         raise ModelFileError(f"{p}: not a snnconv model file (unreadable header)") from None
     got = meta.get("format")
     if got != fmt:
-        kind = {"snnconv-snn": "a float SNN (.snn)", "snnconv-snnq": "an integer SNN (.snnq)"}
+        kind = {"snnconv-snn": "a float SNN (.snn)", "snnconv-snnq": "an integer SNN (.snnq)",
+                "snnconv-rate": "a rate-coded SNN (.snn, coding rate)"}
         raise ModelFileError(f"{p}: is not {kind.get(fmt, fmt)}"
                              + (f" but {kind.get(got, got)}" if got else ""))
     try:

@@ -109,6 +109,8 @@ def verify_table(rep: dict):
 def convert_summary(res: dict) -> list:
     """``snnconv convert``: the layer table and the summary lines."""
     s = res["summary"]
+    if s.get("coding") == "rate":
+        return rate_summary(s, res["output"]) + [f"wrote         {res['output']}"]
     rng, cal = s["input_range"], s["calibration"]
     how = _windows_how(cal)
     if cal.get("percentile"):
@@ -146,6 +148,8 @@ def _fmt_range(rng) -> str:
 
 def inspect_summary(s: dict, title: str, table: bool = True) -> list:
     """``snnconv inspect``: the layer table (unless quiet) and the summary line."""
+    if s.get("coding") == "rate":
+        return rate_summary(s, title)[0 if table else 1:]
     return ([layer_table(s["layers"], title=title)] if table else []) + [
         f"latency {s['latency']:.6g}  neurons {s['neurons']:,}  synapses {s['synapses']:,}  "
         f"source {(s.get('source') or {}).get('name', '?')}"]
@@ -153,6 +157,8 @@ def inspect_summary(s: dict, title: str, table: bool = True) -> list:
 
 def verify_report(rep: dict) -> list:
     """``snnconv verify``: a float report (table, comparisons, verdict) or an integer one."""
+    if rep.get("kind") == "rate":
+        return _verify_rate(rep)
     return _verify_integer(rep) if rep.get("kind") == "integer" else _verify_float(rep)
 
 
@@ -206,7 +212,12 @@ def _verify_integer(rep: dict) -> list:
 
 
 def run_summary(res: dict) -> list:
-    """``snnconv run``: predictions of the integer golden model."""
+    """``snnconv run``: predictions of the integer golden model (or of a rate model)."""
+    if res.get("coding") == "rate":
+        acc = f"accuracy {res['accuracy']:.4f}  " if "accuracy" in res else ""
+        return [f"{res['samples']} samples  {acc}spikes/neuron {res['spikes_per_neuron']:.3f}  "
+                f"T = {res['steps']} steps (rate coding, approximate)"] + \
+            ([f"wrote {res['output']}"] if "output" in res else [])
     acc = f"accuracy {res['accuracy']:.4f}  " if "accuracy" in res else ""
     lines = [f"{res['samples']} samples  {acc}spikes/neuron {res['spikes_per_neuron']:.3f}  "
              f"latency {res['latency_ticks']} ticks  overflow {res['overflow']}"]
@@ -218,3 +229,81 @@ def vectors_summary(res: dict) -> list:
     why = ", ".join(f"{v} {k}" for k, v in res["reasons"].items())
     return [f"wrote {res['files']} files for {res['samples']} samples ({why}) to "
             f"{res['output']}"]
+
+
+# --- rate coding ----------------------------------------------------------------------------------
+
+def rate_node_table(rows: list[dict], title: str):
+    """The nodes of a rate-coded net (``rate.report.node_rows``)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left")
+    for col in ("node", "kind", "shape", "threshold", "synapses", "inputs"):
+        t.add_column(col, justify="right" if col in ("threshold", "synapses") else "left")
+    for r in rows:
+        th = f"{r['threshold_min']:.3g}..{r['threshold_max']:.3g}" if "threshold_min" in r \
+            else ""
+        t.add_row(escape(r["name"]), r["kind"], "x".join(map(str, r["shape"])), th,
+                  f"{r['synapses']:,}" if "synapses" in r else "",
+                  escape(", ".join(r["inputs"])))
+    return t
+
+
+def rate_summary(s: dict, title: str) -> list:
+    """``convert``/``inspect`` of a rate model: the node table and the summary lines."""
+    cal = s.get("calibration") or {}
+    how = f"{cal.get('method', '?')} of {cal.get('samples', '?')} calibration samples"
+    return [rate_node_table(s["nodes"], title),
+            f"coding        rate (IF, reset {s['reset']}, v_init {s['v_init']} x threshold; "
+            "approximate, not exact)",
+            f"thresholds    {how}",
+            f"steps         T = {s['steps']}" + ("   proxy-trained" if s.get("proxy") else ""),
+            f"neurons       {s['neurons']:,}   synapses {s['synapses']:,}"]
+
+
+def _verify_rate(rep: dict) -> list:
+    from rich.table import Table
+
+    t = Table(title=f"verify {rep['model']} against {rep['onnx']} (rate coding)",
+              title_justify="left")
+    for col in ("T", "agreement", "accuracy", "spikes/neuron", "synaptic events/sample"):
+        t.add_column(col, justify="right")
+    for r in rep["rows"]:
+        acc = "" if r["accuracy"] is None else f"{r['accuracy']:.2f}%"
+        t.add_row(str(r["steps"]), f"{r['agreement']:.2f}%", acc,
+                  f"{r['spikes_per_neuron']:.3f}", f"{r['synaptic_events']:,.0f}")
+    ann = rep["ann_accuracy"]
+    need = rep["min_agreement"]
+    verdict = ("[bold green]PASS[/]" if rep["ok"] else "[bold red]FAIL[/]") if need is not None \
+        else "no --min-agreement: no verdict"
+    return [t, f"samples   {rep['samples']} from {rep['data']}"
+            + ("" if ann is None else f"   ANN accuracy {ann:.2f}%"),
+            f"note      {rep['note']}",
+            f"verdict   agreement {rep['agreement_at_model_steps']:.2f}% at T = "
+            f"{rep['model_steps']}" + ("" if need is None else f" (min {need:g}%)")
+            + f": {verdict}"]
+
+
+def finetune_tables(rep: dict) -> list:
+    """``snnconv finetune``: the integer report's tables, or a proxy learning history."""
+    if rep.get("coding") != "rate":
+        from .finetune import report_tables
+
+        return report_tables(rep)
+    from rich.table import Table
+
+    cfg = rep["config"]
+    t = Table(title=f"proxy learning of {rep['model']} at T = {cfg['steps']} "
+                    f"({rep['train_samples']} training, {rep['val_samples']} validation samples)",
+              title_justify="left")
+    for col in ("epoch", "loss", "train acc (SNN)", "val acc (SNN)", "val agreement"):
+        t.add_column(col, justify="right")
+    for e in rep["history"]:
+        mark = " *" if e["epoch"] == rep["best_epoch"] else ""
+        t.add_row(f"{e['epoch']}{mark}", "" if e["loss"] is None else f"{e['loss']:.4f}",
+                  "" if e["train_accuracy"] is None else f"{e['train_accuracy']:.2f}%",
+                  f"{e['val_accuracy']:.2f}%", f"{e['val_agreement']:.2f}%")
+    q = f", weights {cfg['quantize']} bits" if cfg.get("quantize") else ""
+    return [t, f"kept epoch {rep['best_epoch']} (best validation SNN accuracy; 0 = as "
+               f"converted){q}; thresholds kept as converted"]
