@@ -199,3 +199,29 @@ def test_api_takes_torch_datasets_loaders_and_batches(folder):
         assert rep.ok and rep.to_dict()["samples"] == 64 and rep.to_dict()["accuracy_snn"] > 0.8
     with pytest.raises(UsageError, match="read only once"):
         snnconv.convert(folder / "cnn.onnx", iter([(x, y)]))
+
+
+def test_finetune_and_run_reuse_the_recorded_preprocessing(folder):
+    from snnconv.finetune import finetune_file
+
+    root = folder / "digits"
+    snn = folder / "ft.snn"
+    convert_file(folder / "cnn.onnx", snn, calib=root, preprocess=["color=gray", "scale=1/240"])
+    out = folder / "ft.snnq"
+    rep = finetune_file(snn, out, quantize=4, time_bits=4, epochs=0)  # data: the folder
+    assert any("skipped 4 of" in w for w in rep["warnings"])
+    meta = snnconv.intmodel.load(out).meta
+    assert meta["preprocess"]["scale"] == 1 / 240 and meta["training_data"]["path"] == \
+        str(root.resolve())
+    x, y = _decoded(root, lambda a: a * (1 / 240))
+    np.savez(folder / "ft.npz", x=x, y=y)
+    runs = {}
+    for src in (root, folder / "ft.npz"):
+        r = runner.invoke(app, ["run", str(out), "--data", str(src), "--json"])
+        assert r.exit_code == 0, r.output
+        runs[src.suffix] = json.loads(r.stdout)
+    assert runs[""]["accuracy"] == runs[".npz"]["accuracy"] > 0.8
+    assert runs[""]["samples"] == N and any("skipped" in w for w in runs[""]["warnings"])
+    r = runner.invoke(app, ["verify", str(out), "--json"])  # the recorded folder, integer check
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["accuracy"] == runs[".npz"]["accuracy"]

@@ -53,8 +53,10 @@ def run_data(snn: SNN, cfg: FinetuneConfig, data, val, test, warnings: list[str]
     if isinstance(data, (str, os.PathLike)):
         data_path = str(Path(data).resolve())
     train = data_mod.labelled(data, shape, "training data", **kw)
+    read = [train]
     if val is not None:
         valid = data_mod.labelled(val, shape, "validation data", **kw)
+        read.append(valid)
     else:
         train, valid = train.split(cfg.val_fraction, cfg.seed)
         if valid is None:
@@ -63,7 +65,7 @@ def run_data(snn: SNN, cfg: FinetuneConfig, data, val, test, warnings: list[str]
         else:
             warnings.append(f"no --val: {len(valid)} training samples held out for validation")
     testsrc = data_mod.labelled(test, shape, "test data", **kw) if test is not None else valid
-    used = [s.preprocess for s in (train, valid) if getattr(s, "preprocess", None)]
-    warnings += [n for s in (train, valid) for n in getattr(s, "notes", [])]
+    used = [s.preprocess for s in read if s.preprocess]
+    warnings += [n for s in read for n in s.notes]
     return RunData(train, valid, testsrc, data_path,
                    used[0] if used else snn.meta.get("preprocess"))

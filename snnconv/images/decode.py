@@ -23,9 +23,9 @@ SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N"}
 def pillow():
     try:
         from PIL import Image
-    except ImportError:  # pragma: no cover - pillow is installed with snnconv[images]
+    except ImportError:  # pragma: no cover - a dependency of snnconv
         raise UsageError("reading image folders needs Pillow",
-                         hint="pip install 'snnconv[images]'") from None
+                         hint="pip install pillow") from None
     return Image
 
 
