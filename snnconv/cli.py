@@ -62,10 +62,10 @@ def _parse_shape(text: str | None) -> tuple[int, ...] | None:
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No tables, no progress bars.")]
 PreOpt = Annotated[Optional[list[str]], typer.Option(
-    "--preprocess", help="Image folders: a preset (imagenet, cifar10, mnist), a YAML file or "
-    "key=value items (resize, crop, scale, mean, std, layout, color, bad_images, labels); "
-    "repeatable, applied in order. Later commands start from what convert recorded. See "
-    "docs/data.md.")]
+    "--preprocess", metavar="SPEC", help="Image folders: a preset (imagenet, cifar10, mnist), "
+    "a YAML file or key=value items (resize, crop, scale, mean, std, layout, color, "
+    "bad_images, labels); repeatable, applied in order. Later commands start from what "
+    "convert recorded. See docs/data.md.")]
 
 
 @app.command()
@@ -359,6 +359,7 @@ def export_vectors(
     output: Annotated[Path, typer.Option("-o", "--output", help="Output folder.")],
     n: Annotated[int, typer.Option("--n", help="Number of samples (corner cases first).")]
     = 16,
+    preprocess: PreOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ):
@@ -373,7 +374,7 @@ def export_vectors(
     """
     from .intmodel.vectors import export_vectors as export
 
-    res = run(export, model, data, n, output)
+    res = run(export, model, data, n, output, preprocess=preprocess)
     if as_json:
         emit_json(res)
     elif not quiet:
