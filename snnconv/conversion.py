@@ -44,6 +44,9 @@ def _input_range(graph, ds, input_range, margin, warnings: list[str], batch_size
         if np.any(hi <= lo):
             raise UsageError(f"input range [{lo}, {hi}] is empty")
         return lo, hi, "given"
+    if ds is not None and ds.value_range is not None:  # image folders: from the preprocessing
+        lo, hi = ds.value_range
+        return lo, hi, "image preprocessing (pixel values 0..255)"
     if ds is not None:
         return data_range((xb for xb, _ in ds.batches(batch_size)), graph.input_shape, margin)
     warnings.append("no calibration data and no --input-range: assumed inputs in [0, 1]; windows "

@@ -34,6 +34,7 @@ class Dataset:
     path: str | None = None
     notes: list[str] = field(default_factory=list)  # what reading it skipped or converted
     preprocess: dict | None = None  # an image folder's preprocessing, as recorded
+    value_range: tuple | None = None  # (lo, hi) every input lies in, known without reading
 
     def __len__(self) -> int:
         return len(self.x)
@@ -83,7 +84,7 @@ class Stream:
     def __init__(self, iterable, shape: tuple, name: str, length: int | None = None):
         self.iterable, self.shape, self.name, self.length = iterable, tuple(shape), name, length
         self.notes: list[str] = []
-        self.path = self.preprocess = None
+        self.path = self.preprocess = self.value_range = None
         self._labelled: bool | None = None
 
     def batches(self, batch_size: int | None = None, limit: int | None = None):

@@ -78,7 +78,14 @@ def test_folder_converts_and_verifies_as_the_npz(folder, pre, fn):
     np.savez(npz, x=x, y=y)
     opts = [a for p in pre for a in ("--preprocess", p)]
     out = {}
-    for name, src, extra in (("folder", root, opts), ("npz", npz, [])):
+    # the folder's input range comes from the preprocessing (pixels 0..255, exact for any
+    # image); the equivalent .npz conversion is told the same range
+    sc, m, sd = (1 / 255, 0.1307, 0.3081) if pre == ["mnist"] else (1 / 240, 0.0, 1.0)
+    lo, hi = (np.nextafter(np.float32(v), np.float32(d)).item() for v, d in
+              (((0 - m) / sd, -np.inf), ((255 * sc - m) / sd, np.inf)))
+    assert lo <= x.min() and x.max() <= hi
+    rng = ["--input-range", repr(lo), repr(hi)]
+    for name, src, extra in (("folder", root, opts), ("npz", npz, rng)):
         snn = folder / f"{name}_{pre[0][:5]}.snn"
         r = runner.invoke(app, ["convert", str(folder / "cnn.onnx"), "--calib", str(src),
                                 "-o", str(snn), "--json", *extra])

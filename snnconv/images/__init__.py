@@ -18,7 +18,8 @@ __all__ = ["ImageArray", "PRESETS", "Preprocess", "build", "folder_digest", "ope
 def open_folder(root, pre: Preprocess | None = None, input_shape: tuple | None = None,
                 progress: bool = False):
     """A ``data.Dataset`` whose x decodes the folder's images on demand; its ``notes`` say what
-    was skipped, its ``preprocess`` what was applied."""
+    was skipped, its ``preprocess`` what was applied, its ``value_range`` the range of every
+    input the preprocessing can give."""
     from ..data import Dataset
 
     root = Path(root)
@@ -33,9 +34,7 @@ def open_folder(root, pre: Preprocess | None = None, input_shape: tuple | None =
 
     y = None if labels is None else np.asarray(labels, np.int64)
     ds = Dataset(ImageArray(files, pre, tuple(shape)), y, str(root), str(root))
-    ds.notes, ds.preprocess = notes, pre.as_dict()
-    if listing.classes is not None:
-        ds.classes = listing.classes
+    ds.notes, ds.preprocess, ds.value_range = notes, pre.as_dict(), pre.value_range()
     return ds
 
 

@@ -70,6 +70,20 @@ class Preprocess:
             return (*hw, c)
         return (c * hw[0] * hw[1],)
 
+    def value_range(self) -> tuple[np.ndarray, np.ndarray]:
+        """(lo, hi) of every input this preprocessing can give (pixels 0..255), rounded out to
+        float32: per channel (C, 1, 1) for NCHW, one range otherwise. Exact for any image, so
+        no input is clipped at encoding, whatever the calibration images held."""
+        c = 3 if self.color == "rgb" else 1
+        mean, std = _per_channel(self.mean, c), _per_channel(self.std, c)
+        ends = (np.array([0.0, 255.0 * self.scale])[:, None] - mean) / std  # (2, C)
+        lo, hi = ends.min(0), ends.max(0)
+        lo = np.nextafter(lo.astype(np.float32), np.float32(-np.inf)).astype(np.float64)
+        hi = np.nextafter(hi.astype(np.float32), np.float32(np.inf)).astype(np.float64)
+        if self.layout == "NCHW":
+            return lo.reshape(-1, 1, 1), hi.reshape(-1, 1, 1)
+        return np.array(lo.min()), np.array(hi.max())
+
     def normalise(self, a: np.ndarray) -> np.ndarray:
         """(H, W[, C]) pixels -> the model's sample (float32)."""
         if a.ndim == 2:
