@@ -142,8 +142,10 @@ def test_odd_images_convert_or_are_named(tmp_path):
     Image.fromarray(rgb).convert("CMYK").save(tmp_path / "a_cmyk.jpg")
     Image.fromarray((np.arange(120).reshape(10, 12) * 500).astype(np.uint16)).save(
         tmp_path / "b_16bit.png")
+    Image.fromarray(np.zeros((6, 6), np.uint8)).save(tmp_path / "d_small.png")
     ds = data.load(tmp_path, (3, 8, 8), preprocess=["crop=8", "scale=1"])
-    assert len(ds) == 2 and "1 CMYK image(s) converted to RGB" in ds.notes[0]
+    assert len(ds) == 2 and "1 CMYK image(s) converted to RGB" in ds.notes[1]
+    assert "skipped 1 of 3 files (1 smaller than the crop" in ds.notes[0]
     x16 = ds.head_x(2)[1]
     want = (np.arange(120).reshape(10, 12) * 500 / 257)[1:9, 2:10]
     assert np.allclose(x16[0], want, rtol=1e-6) and np.array_equal(x16[0], x16[2])
@@ -154,7 +156,7 @@ def test_odd_images_convert_or_are_named(tmp_path):
         data.load(tmp_path, (3, 8, 8), preprocess="crop=8").head_x(2)
     (tmp_path / "b_16bit.png").unlink()
     (tmp_path / "c.txt").write_text("x")
-    with pytest.raises(DataError, match=r"c.txt: not an image \(1 odd file"):
+    with pytest.raises(DataError, match=r"c.txt: not an image \(2 odd file"):
         data.load(tmp_path, (3, 8, 8), preprocess=["crop=8", "bad_images=error"])
 
 

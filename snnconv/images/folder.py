@@ -19,7 +19,7 @@ from .. import budget
 from ..errors import DataError
 from ..progress import bar
 from .decode import Header, decode, header
-from .preprocess import Preprocess
+from .preprocess import Preprocess, resized
 
 
 @dataclass
@@ -146,8 +146,10 @@ def _problem(h: Header, pre: Preprocess, sample_shape: tuple | None, f: Path) ->
         return (f"declares {h.w}x{h.h} pixels ({h.w * h.h}), over the memory budget of "
                 f"{budget.human(budget.budget())}")
     hw = pre.out_hw(h.w, h.h)
-    if pre.resize and pre.crop and min(pre.crop) > pre.resize:
-        return f"crop {pre.crop} is larger than the resize {pre.resize}"
+    if pre.crop:
+        w, hh = resized(h.w, h.h, pre.resize) if pre.resize else (h.w, h.h)
+        if pre.crop[0] > hh or pre.crop[1] > w:
+            return f"smaller than the crop ({w}x{hh} pixels, crop {pre.crop[1]}x{pre.crop[0]})"
     if sample_shape is not None and pre.sample_shape(hw) != tuple(sample_shape):
         return (f"wrong size ({h.w}x{h.h} pixels give {pre.sample_shape(hw)}, the model "
                 f"expects {tuple(sample_shape)})")
