@@ -82,6 +82,33 @@ def resnet20_cifar(classes: int = 10):
                          [(64, 2), (64, 1), (64, 1)], 16, classes)
 
 
+def resnet18_imagenet(classes: int = 1000):
+    """ResNet-18 for 224x224 inputs: 7x7 stride-2 stem and 3x3 stride-2 max-pool, then the
+    same four stages (1.8 G MACs per image)."""
+    _, nn = _torch()
+    body = list(resnet18_cifar(classes))[3:]
+    return nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+                         nn.MaxPool2d(3, 2, 1), *body)
+
+
+VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+
+
+def vgg16_imagenet(classes: int = 1000):
+    """VGG-16 (13 conv + BN + ReLU, 5 max-pools) with its 25088-4096-4096-1000 head
+    (15.5 G MACs, 138 M weights)."""
+    _, nn = _torch()
+    layers, c = [], 3
+    for v in VGG16:
+        if v == "M":
+            layers.append(nn.MaxPool2d(2))
+        else:
+            layers += [nn.Conv2d(c, v, 3, padding=1), nn.BatchNorm2d(v), nn.ReLU()]
+            c = v
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(512 * 7 * 7, 4096), nn.ReLU(),
+                         nn.Linear(4096, 4096), nn.ReLU(), nn.Linear(4096, classes))
+
+
 def _randomise_bn(module, seed: int):
     """Non-trivial BatchNorm statistics, so folding is exercised as in a trained net."""
     torch, nn = _torch()

@@ -126,7 +126,8 @@ _FLOAT_ONLY = ("onnx", "atol", "rtol", "allow_clipping", "noise")
 
 
 def _verify_integer_file(model, *, report_json=None, junit=None, plot=None, data=None, n=None,
-                         batch_size=256, progress=False, float_model=None, **kw) -> dict:
+                         batch_size=256, progress=False, float_model=None, preprocess=None,
+                         **kw) -> dict:
     """A .snnq: the integer golden model against the register-level simulator, bit for bit."""
     import json
 
@@ -148,11 +149,12 @@ def _verify_integer_file(model, *, report_json=None, junit=None, plot=None, data
             hints=("pass --data DATA.npz",) * 3))
         warnings.append(f"no --data given: using the training data recorded in the model "
                         f"({data})")
-    d = verify_integer(net, data, batch_size=batch_size, limit=n, progress=progress)
+    d = verify_integer(net, data, batch_size=batch_size, limit=n, progress=progress,
+                       preprocess=preprocess)
     d.update(model=str(model), data=str(data), kind="integer", warnings=warnings)
     snn, why = _float_source(net, float_model)
     if snn is not None:
-        d["float_comparison"] = _compare_float(net, snn, data, n, batch_size)
+        d["float_comparison"] = _compare_float(net, snn, data, n, batch_size, preprocess)
         d["float_model"] = str(float_model or net.meta["float_model"]["path"])
     elif why:
         warnings.append(why)
@@ -179,15 +181,16 @@ def _float_source(net, float_model):
     return modelfile.load(p), None
 
 
-def _compare_float(net, snn, data, n, batch_size) -> dict:
-    from . import data as data_mod
+def _compare_float(net, snn, data, n, batch_size, preprocess=None) -> dict:
+    from . import data as data_mod, images
     from .intmodel.compare import compare
 
     if tuple(snn.input.shape) != tuple(net.input.shape) or \
             [la.name for la in snn.layers] != [la.name for la in net.layers]:
         raise UsageError("the float model is not the one this integer model was quantised from "
                          "(its layers differ)")
-    ds = data_mod.load(data, tuple(net.input.shape))
+    ds = data_mod.load(data, tuple(net.input.shape),
+                       preprocess=images.resolve(preprocess, net.meta))
     m = len(ds) if n is None else min(n, len(ds))
     batches = (np.asarray(ds.x[i:min(i + batch_size, m)], np.float64)
                for i in range(0, m, batch_size))

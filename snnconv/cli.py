@@ -61,6 +61,11 @@ def _parse_shape(text: str | None) -> tuple[int, ...] | None:
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No tables, no progress bars.")]
+PreOpt = Annotated[Optional[list[str]], typer.Option(
+    "--preprocess", metavar="SPEC", help="Image folders: a preset (imagenet, cifar10, mnist), "
+    "a YAML file or key=value items (resize, crop, scale, mean, std, layout, color, "
+    "bad_images, labels); repeatable, applied in order. Later commands start from what "
+    "convert recorded. See docs/data.md.")]
 
 
 @app.command()
@@ -69,8 +74,9 @@ def convert(
     output: Annotated[Optional[Path], typer.Option(
         "-o", "--output", help="Output .snn file \\[default: MODEL with suffix .snn].")] = None,
     calib: Annotated[Optional[Path], typer.Option(
-        "--calib", help="Calibration data (.npz with x[, y], or .npy): windows from the data.")]
-    = None,
+        "--calib", help="Calibration data (.npz with x[, y], .npy, or a folder of images): "
+        "windows from the data.")] = None,
+    preprocess: PreOpt = None,
     input_range: Annotated[Optional[tuple[float, float]], typer.Option(
         "--input-range", help="Range LO HI of the input values. Without --calib, windows are "
         "derived from it by interval bounds (exact for every input in range).")] = None,
@@ -118,13 +124,15 @@ def convert(
         snnconv convert model.onnx --input-range -1 1
         snnconv convert model.onnx --calib train.npz --percentile 99.9
         snnconv convert model.onnx --coding rate --steps 8 --calib train.npz
+        snnconv convert resnet18.onnx --calib images/train --preprocess imagenet
     """
     from .api import convert_file
 
     res = run(convert_file, model, output, calib=calib, input_range=input_range, margin=margin,
               percentile=percentile, tau_c=tau_c, input_shape=run(_parse_shape, input_shape),
               calib_limit=calib_limit, progress=not quiet and not as_json, windows=windows,
-              coding=coding, steps=steps, channelwise=channelwise, reset=reset, v_init=v_init)
+              coding=coding, steps=steps, channelwise=channelwise, reset=reset, v_init=v_init,
+              preprocess=preprocess)
     warn(res["summary"]["warnings"])
     if as_json:
         emit_json(res)
@@ -169,8 +177,9 @@ def verify(
     onnx: Annotated[Optional[Path], typer.Option(
         "--onnx", help="Original ONNX model \\[default: the one recorded at conversion].")] = None,
     data: Annotated[Optional[Path], typer.Option(
-        "--data", help="Inputs (.npz with x[, y], or .npy) \\[default: the calibration data].")]
-    = None,
+        "--data", help="Inputs (.npz with x[, y], .npy, or a folder of images) \\[default: the "
+        "calibration data].")] = None,
+    preprocess: PreOpt = None,
     n: Annotated[Optional[int], typer.Option("--n", help="Use the first N samples.")] = None,
     atol: Annotated[Optional[float], typer.Option(
         help="Absolute tolerance vs onnxruntime \\[default: a float32 forward error bound].")]
@@ -222,6 +231,7 @@ def verify(
         snnconv verify model.snn --onnx model.onnx --data test.npz
         snnconv verify model.snn --data test.npz --junit verify.xml
         snnconv verify model.snnq --data test.npz
+        snnconv verify resnet18.snn --data images/val --n 1000
         snnconv verify rate.snn --steps 2,4,8,16,32 --min-agreement 99
 
     A rate-coded model (convert --coding rate) is not exact: verify reports
@@ -236,7 +246,8 @@ def verify(
               rtol64=rtol64, allow_clipping=allow_clipping, simulator=simulator,
               batch_size=batch_size, reference_n=reference_n, noise=sigmas,
               report_json=report_json, junit=junit, plot=plot, float_model=float_model,
-              progress=not quiet and not as_json, steps=ts, min_agreement=min_agreement)
+              progress=not quiet and not as_json, steps=ts, min_agreement=min_agreement,
+              preprocess=preprocess)
     warn(rep["warnings"])
     if as_json:
         emit_json(rep)
@@ -265,10 +276,11 @@ def finetune(
     model: Annotated[Path, typer.Argument(help="A .snn file (from convert).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Output .snnq file.")],
     data: Annotated[Optional[Path], typer.Option(
-        "--data", help="Training data (.npz with x, y) \\[default: the calibration data recorded "
-        "in MODEL].")] = None,
+        "--data", help="Training data (.npz with x, y, or a folder of images in class folders) "
+        "\\[default: the calibration data recorded in MODEL].")] = None,
     val: Annotated[Optional[Path], typer.Option(
         "--val", help="Validation data for the best epoch \\[default: 10% held out].")] = None,
+    preprocess: PreOpt = None,
     quantize: Annotated[Optional[int], typer.Option(
         "--quantize", help="Weight bits, 1 (sign weights) to 8 \\[default 4].")] = None,
     time_bits: Annotated[Optional[int], typer.Option(
@@ -338,6 +350,7 @@ def finetune(
               first_last_bits=first_last_bits, target=target, ptq=ptq, warn_loss=warn_loss,
               epochs=epochs, lr=lr,
               batch_size=batch_size, config=config, seed=seed, resume=resume, device=device,
+              preprocess=preprocess,
               progress=talk, log=(lambda m: err.print(m, soft_wrap=True)) if talk else None,
               proxy=proxy, steps=steps)
     if as_json:
@@ -351,7 +364,9 @@ def finetune(
 @app.command("run")
 def run_cmd(
     model: Annotated[Path, typer.Argument(help="A .snnq file, or a rate-coded .snn.")],
-    data: Annotated[Path, typer.Option("--data", help="Data (.npz with x[, y], or .npy).")],
+    data: Annotated[Path, typer.Option(
+        "--data", help="Data (.npz with x[, y], .npy, or a folder of images).")],
+    preprocess: PreOpt = None,
     pred: Annotated[Optional[Path], typer.Option(
         "--out", help="Write predictions and integer logits to this .npz.")] = None,
     noise: Annotated[float, typer.Option(
@@ -372,7 +387,8 @@ def run_cmd(
     """
     from .api import run_file
 
-    res = run(run_file, model, data, pred, noise=noise, steps=steps)
+    res = run(run_file, model, data, pred, noise=noise, steps=steps, preprocess=preprocess)
+    warn(res.get("warnings", []))
     if as_json:
         emit_json(res)
     elif not quiet:
@@ -388,6 +404,7 @@ def export_vectors(
     output: Annotated[Path, typer.Option("-o", "--output", help="Output folder.")],
     n: Annotated[int, typer.Option("--n", help="Number of samples (corner cases first).")]
     = 16,
+    preprocess: PreOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ):
@@ -402,7 +419,7 @@ def export_vectors(
     """
     from .intmodel.vectors import export_vectors as export
 
-    res = run(export, model, data, n, output)
+    res = run(export, model, data, n, output, preprocess=preprocess)
     if as_json:
         emit_json(res)
     elif not quiet:

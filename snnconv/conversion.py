@@ -38,14 +38,17 @@ def _from_torch(module, example_input, opset: int = 17) -> bytes:
     return buf.getvalue()
 
 
-def _input_range(graph, ds, input_range, margin, warnings: list[str]):
+def _input_range(graph, ds, input_range, margin, warnings: list[str], batch_size: int):
     if input_range is not None:
         lo, hi = (np.asarray(v, np.float64) for v in input_range)
         if np.any(hi <= lo):
             raise UsageError(f"input range [{lo}, {hi}] is empty")
         return lo, hi, "given"
+    if ds is not None and ds.value_range is not None:  # image folders: from the preprocessing
+        lo, hi = ds.value_range
+        return lo, hi, "image preprocessing (pixel values 0..255)"
     if ds is not None:
-        return data_range((xb for xb, _ in ds.batches(4096)), graph.input_shape, margin)
+        return data_range((xb for xb, _ in ds.batches(batch_size)), graph.input_shape, margin)
     warnings.append("no calibration data and no --input-range: assumed inputs in [0, 1]; windows "
                     "hold for that range only (pass --input-range LO HI or --calib DATA to "
                     "change it)")
@@ -97,14 +100,16 @@ def convert(model, calib=None, *, input_range=None, margin: float = 1.5,
             percentile: float | None = None, tau_c: float = 1.0, example_input=None,
             input_shape: tuple[int, ...] | None = None, batch_size: int = 256,
             calib_limit: int | None = None, progress: bool = False,
-            windows: str = "auto") -> SNN:
+            windows: str = "auto", preprocess=None) -> SNN:
     """Convert a ReLU network to an exactly equivalent TTFS SNN.
 
     ``model``: ONNX path, bytes, ``onnx.ModelProto``, or a ``torch.nn.Module`` (with
-    ``example_input``). ``calib``: data (path, array, or (x, y)) that sets the windows and the
-    input range. Without it, ``windows`` chooses: "guaranteed" (bounds over ``input_range``,
-    exact for every input in it), "estimate" (from the network alone, not guaranteed) or "auto"
-    (guaranteed unless they are over ``windows.AUTO_LIMIT`` times the estimate).
+    ``example_input``). ``calib``: data that sets the windows and the input range: a path
+    (.npz, .npy, a folder of images read with ``preprocess``), arrays, ``(x, y)``, a torch
+    Dataset or DataLoader, or a list of batches. Without it, ``windows`` chooses: "guaranteed"
+    (bounds over ``input_range``, exact for every input in it), "estimate" (from the network
+    alone, not guaranteed) or "auto" (guaranteed unless they are over ``windows.AUTO_LIMIT``
+    times the estimate).
     """
     if margin < 1.0:
         raise UsageError(f"margin {margin} < 1 would clip the calibration data itself",
@@ -122,14 +127,17 @@ def convert(model, calib=None, *, input_range=None, margin: float = 1.5,
 
     ds = None
     if calib is not None:
-        ds = data_mod.load(calib, graph.input_shape)
-    warnings: list[str] = []
-    lo, hi, range_src = _input_range(graph, ds, input_range, margin, warnings)
+        ds = data_mod.source(calib, graph.input_shape, "calibration data",
+                             preprocess=preprocess, progress=progress)
+    warnings: list[str] = [] if ds is None else list(ds.notes)
+    lo, hi, range_src = _input_range(graph, ds, input_range, margin, warnings, batch_size)
     layers = map_graph(graph, lo, hi)
 
     compared: dict = {}
     if ds is not None:
-        n = len(ds) if calib_limit is None else min(calib_limit, len(ds))
+        size = len(ds) if isinstance(ds, data_mod.Dataset) else ds.length
+        n = calib_limit if size is None else size if calib_limit is None else \
+            min(calib_limit, size)
         with bar("calibrating", n, progress) as adv:
             cal = calibrate(layers, (xb for xb, _ in ds.batches(batch_size, n)),
                             percentile=percentile, progress=adv)
@@ -142,5 +150,7 @@ def convert(model, calib=None, *, input_range=None, margin: float = 1.5,
     if ds is not None and ds.path:
         meta["calibration"]["data"] = {"path": str(Path(ds.path).resolve()),
                                        "sha256": ds.sha256()}
+    if ds is not None and ds.preprocess:
+        meta["preprocess"] = ds.preprocess  # reused by verify, run and finetune
     return build_snn(layers, cal, tau_c=tau_c, margin=margin,
                      use_percentile=percentile is not None, head=graph.head, meta=meta)

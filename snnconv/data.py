@@ -1,12 +1,11 @@
-"""Data files: ``.npz`` with ``x`` (model input layout) and optional ``y``, or ``.npy`` of x.
+"""Data: ``.npz`` with ``x`` (model input layout) and optional ``y``, ``.npy`` of x, a folder of
+images (``images``), arrays and tensors, or any iterable of batches.
 
-Never unpickles. Batches stream from disk: ``.npy`` files are memory-mapped, and large ``.npz``
-members (which cannot be memory-mapped) are read in chunks straight from the zip stream.
-
-Samples are a ``Dataset`` (indexable arrays) or a ``Stream`` (any iterable of ``(x, y)``
-batches, e.g. a DataLoader); both yield ``batches`` and ``head_x``, and ``labelled`` picks one.
-torch is imported only when a tensor is given (a tensor cannot exist otherwise), so reading data
-does not pay for it.
+Never unpickles. Batches stream from disk (``npyfile``: memory maps and chunked .npz members;
+``images``: decoding in a background thread pool). Samples are a ``Dataset`` (indexable arrays)
+or a ``Stream`` (an iterable of ``(x, y)`` batches, e.g. a DataLoader, or a torch Dataset of
+samples); both yield ``batches`` and ``head_x``. torch is imported only when a tensor is given
+(a tensor cannot exist otherwise), so reading data does not pay for it.
 """
 
 from __future__ import annotations
@@ -14,84 +13,35 @@ from __future__ import annotations
 import os
 import sys
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from . import npyfile
 from .errors import DataError, UsageError
-from .fileio import sha256_file
+from .fileio import digest_path
+from .npyfile import NpzArray
 
-
-#: .npz members above this size are streamed in chunks instead of loaded whole.
-STREAM_ABOVE = 256 << 20
-
-
-class NpzArray:
-    """An .npz member read chunk by chunk; sequential slices cost one pass over the stream."""
-
-    def __init__(self, path: Path, member: str):
-        self.path, self.member = path, member
-        self._z = self._f = None
-        self._pos = 0
-        with zipfile.ZipFile(path) as z, z.open(member) as f:
-            version = np.lib.format.read_magic(f)
-            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
-                np.lib.format.read_array_header_2_0
-            shape, fortran, dtype = read(f)
-            self.header_len = f.tell()
-        if dtype.hasobject:
-            raise DataError(f"{path}: '{member}' holds Python objects (pickled); snnconv never "
-                            "unpickles")
-        if fortran and len(shape) > 1:
-            raise DataError(f"{path}: '{member}' is stored in Fortran order; save it C-ordered")
-        self.shape, self.dtype, self.ndim = tuple(shape), dtype, len(shape)
-        self.row = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def _seek(self, i: int) -> None:
-        if self._f is None or i < self._pos:
-            self.close()
-            self._z = zipfile.ZipFile(self.path)
-            self._f = self._z.open(self.member)
-            self._f.read(self.header_len)
-            self._pos = 0
-        if i > self._pos:
-            self._f.read((i - self._pos) * self.row)
-            self._pos = i
-
-    def __getitem__(self, sl):
-        if isinstance(sl, (int, np.integer)):
-            return self[int(sl):int(sl) + 1][0]
-        start, stop, step = sl.indices(len(self))
-        if step != 1:
-            raise IndexError("only contiguous slices are supported")
-        self._seek(start)
-        n = max(0, stop - start)
-        buf = self._f.read(n * self.row)
-        if len(buf) != n * self.row:
-            raise DataError(f"{self.path}: '{self.member}' is truncated")
-        self._pos = stop
-        return np.frombuffer(buf, dtype=self.dtype).reshape((n, *self.shape[1:]))
-
-    def close(self) -> None:
-        if self._f is not None:
-            self._f.close()
-            self._z.close()
-        self._f = self._z = None
+__all__ = ["Dataset", "NpzArray", "Stream", "labelled", "load", "source"]
 
 
 @dataclass
 class Dataset:
-    x: np.ndarray  # possibly memory-mapped
+    x: np.ndarray  # possibly memory-mapped, streamed (NpzArray) or decoded (ImageArray)
     y: np.ndarray | None = None
     name: str = "<array>"
     path: str | None = None
+    notes: list[str] = field(default_factory=list)  # what reading it skipped or converted
+    preprocess: dict | None = None  # an image folder's preprocessing, as recorded
+    value_range: tuple | None = None  # (lo, hi) every input lies in, known without reading
 
     def __len__(self) -> int:
         return len(self.x)
+
+    @property
+    def labelled(self) -> bool:
+        return self.y is not None
 
     def batches(self, batch_size: int, limit: int | None = None):
         """(x, y) batches as float64 / int arrays; NaN or Inf is an error naming the sample."""
@@ -106,7 +56,7 @@ class Dataset:
             yield xb, None if self.y is None else np.asarray(self.y[i:j])
 
     def sha256(self) -> str | None:
-        return sha256_file(self.path) if self.path else None
+        return digest_path(self.path) if self.path else None
 
     def head_x(self, n: int) -> np.ndarray:
         """The first ``n`` inputs as float64 (calibration, checks)."""
@@ -127,29 +77,43 @@ class Dataset:
 
 
 class Stream:
-    """Labelled batches from an iterable of ``(x, y)`` pairs or ``{"x", "y"}`` dicts, read anew
-    on every pass; each batch is checked against the model's input shape."""
+    """Batches from an iterable of ``(x, y)`` pairs, ``{"x", "y"}`` dicts or bare ``x``, read
+    anew on every pass (a list or a DataLoader, not a generator); each batch is checked against
+    the model's input shape. ``length`` is the number of samples, when known."""
 
-    def __init__(self, iterable, shape: tuple, name: str):
-        self.iterable, self.shape, self.name = iterable, tuple(shape), name
+    def __init__(self, iterable, shape: tuple, name: str, length: int | None = None):
+        self.iterable, self.shape, self.name, self.length = iterable, tuple(shape), name, length
+        self.notes: list[str] = []
+        self.path = self.preprocess = self.value_range = None
+        self._labelled: bool | None = None
 
-    def batches(self, batch_size: int | None = None):
-        """The iterable's own batches (``batch_size`` is ignored) as arrays, y as int64."""
+    def batches(self, batch_size: int | None = None, limit: int | None = None):
+        """The iterable's own batches (``batch_size`` is ignored) as arrays, y as int64 (or
+        None), at most ``limit`` samples."""
+        k = 0
         for b in self.iterable:
-            xb, yb = (b["x"], b["y"]) if isinstance(b, dict) else (b[0], b[1])
-            xb, yb = _numpy(xb), _numpy(yb)
+            if limit is not None and k >= limit:
+                return
+            xb, yb = _pair(b)
+            xb = _numpy(xb)
             if tuple(xb.shape[1:]) != self.shape:
                 raise DataError(f"{self.name}: batch of per-sample shape {xb.shape[1:]}, the "
                                 f"model expects {self.shape}")
-            yield xb, yb.astype(np.int64)
+            yb = None if yb is None else _numpy(yb).astype(np.int64)
+            if limit is not None and k + len(xb) > limit:
+                xb, yb = xb[:limit - k], None if yb is None else yb[:limit - k]
+            k += len(xb)
+            yield xb, yb
+
+    @property
+    def labelled(self) -> bool:
+        """Whether the batches carry labels (the first batch tells)."""
+        if self._labelled is None:
+            self._labelled = next((yb is not None for _, yb in self.batches()), False)
+        return self._labelled
 
     def head_x(self, n: int) -> np.ndarray:
-        xs, k = [], 0
-        for xb, _ in self.batches():
-            xs.append(np.asarray(xb, np.float64))
-            k += len(xb)
-            if k >= n:
-                break
+        xs = [np.asarray(xb, np.float64) for xb, _ in self.batches(limit=n)]
         if not xs:
             raise DataError(f"{self.name}: the iterable yielded no batches")
         return np.concatenate(xs)[:n]
@@ -159,24 +123,69 @@ class Stream:
         return self, None
 
 
-def labelled(source, input_shape: tuple, name: str = "data") -> Dataset | Stream:
-    """Samples with labels (for training): a path, arrays, ``(x, y)`` of arrays or tensors, or a
-    ``Dataset`` load as a ``Dataset``; any other iterable streams as ``(x, y)`` batches."""
-    if isinstance(source, (str, os.PathLike, np.ndarray, tuple, Dataset)) or _is_tensor(source):
-        if isinstance(source, tuple) and len(source) == 2 and _is_tensor(source[0]):
+def _pair(b):
+    """(x, y or None) of one batch."""
+    if isinstance(b, dict):
+        return b["x"], b.get("y")
+    if isinstance(b, (tuple, list)) and len(b) == 2:
+        return b[0], b[1]
+    return b, None
+
+
+class _Samples:
+    """A torch map-style Dataset of single samples, as batches of ``batch_size`` in order."""
+
+    def __init__(self, ds, batch_size: int = 256):
+        self.ds, self.batch_size = ds, batch_size
+
+    def __iter__(self):
+        n = len(self.ds)
+        for i in range(0, n, self.batch_size):
+            items = [_pair(self.ds[k]) for k in range(i, min(n, i + self.batch_size))]
+            ys = [y for _, y in items]
+            yield (np.stack([_numpy(x) for x, _ in items]),
+                   None if any(y is None for y in ys) else np.asarray([int(y) for y in ys]))
+
+
+def source(obj, input_shape: tuple, name: str = "data", n_classes: int | None = None,
+           preprocess=None, progress: bool = False) -> Dataset | Stream:
+    """Samples from anything a user holds: a path (.npz, .npy, image folder), arrays, ``(x, y)``
+    of arrays or tensors, a ``Dataset``, a torch Dataset of samples, or an iterable of
+    batches (a DataLoader, a list)."""
+    if isinstance(obj, (str, os.PathLike, np.ndarray, tuple, Dataset)) or _is_tensor(obj):
+        if isinstance(obj, tuple) and len(obj) == 2 and _is_tensor(obj[0]):
             torch = sys.modules["torch"]
-            source = (_numpy(source[0]), None if source[1] is None else
-                      torch.as_tensor(source[1]).cpu().numpy())
-        ds = load(source, input_shape)
-        if ds.y is None:
-            raise DataError(f"{ds.name}: fine-tuning needs labels (y)")
-        return ds
+            obj = (_numpy(obj[0]), None if obj[1] is None else
+                   torch.as_tensor(obj[1]).cpu().numpy())
+        return load(obj, input_shape, n_classes, preprocess=preprocess, progress=progress)
+    if isinstance(obj, Stream):
+        return obj
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(obj, torch.utils.data.Dataset) and \
+            not isinstance(obj, torch.utils.data.IterableDataset) and hasattr(obj, "__len__"):
+        return Stream(_Samples(obj), input_shape, name, len(obj))
     try:
-        iter(source)
+        it = iter(obj)
     except TypeError:
-        raise UsageError(f"{name}: expected a path, arrays, (x, y) or an iterable of (x, y) "
-                         "batches") from None
-    return Stream(source, input_shape, name)
+        raise UsageError(f"{name}: expected a path, arrays, (x, y), a torch Dataset or an "
+                         "iterable of (x, y) batches") from None
+    if it is obj:
+        raise UsageError(f"{name}: an iterator or generator can be read only once; pass a list "
+                         "or a DataLoader (the data is read more than once)")
+    ds = getattr(obj, "dataset", None)  # a DataLoader over a sized dataset
+    drop = getattr(obj, "drop_last", False)
+    length = len(ds) if ds is not None and hasattr(ds, "__len__") and not drop else None
+    return Stream(obj, input_shape, name, length)
+
+
+def labelled(obj, input_shape: tuple, name: str = "data", preprocess=None,
+             progress: bool = False) -> Dataset | Stream:
+    """Samples with labels (for training), as ``source`` reads them; a Dataset without y is
+    refused."""
+    ds = source(obj, input_shape, name, preprocess=preprocess, progress=progress)
+    if isinstance(ds, Dataset) and ds.y is None:
+        raise DataError(f"{ds.name}: fine-tuning needs labels (y)")
+    return ds
 
 
 def _is_tensor(a) -> bool:
@@ -190,45 +199,35 @@ def _numpy(a) -> np.ndarray:
 
 
 def load(source, input_shape: tuple | None = None, n_classes: int | None = None,
-         name: str | None = None) -> Dataset:
-    """Load and validate; errors name the file and say what is wrong."""
+         name: str | None = None, preprocess=None, progress: bool = False) -> Dataset:
+    """Load and validate; errors name the file and say what is wrong. ``preprocess`` applies to
+    a folder of images (``images.build`` reads it)."""
     if isinstance(source, Dataset):
         ds = source
     elif isinstance(source, (str, os.PathLike)):
-        ds = _load_path(Path(source))
+        ds = _load_path(Path(source), preprocess, input_shape, progress)
     elif isinstance(source, tuple) and len(source) == 2:
         ds = Dataset(np.asarray(source[0]), None if source[1] is None else np.asarray(source[1]),
                      name or "<arrays>")
     else:
-        try:
-            import torch
-            if torch.is_tensor(source):
-                source = source.detach().cpu().numpy()
-        except ImportError:  # pragma: no cover
-            pass
-        ds = Dataset(np.asarray(source), None, name or "<array>")
+        ds = Dataset(_numpy(source), None, name or "<array>")
     _validate(ds, input_shape, n_classes)
     return ds
 
 
-def _load_path(p: Path) -> Dataset:
+def _load_path(p: Path, preprocess, input_shape, progress: bool) -> Dataset:
+    if p.is_dir():
+        from . import images
+
+        return images.open_folder(p, images.build(preprocess), input_shape, progress)
     if not p.is_file():
-        raise DataError(f"{p}: data file not found")
+        raise DataError(f"{p}: data file or image folder not found")
     suffix = p.suffix.lower()
     try:
         if suffix == ".npy":
-            x = np.load(p, mmap_mode="r", allow_pickle=False)
-            return Dataset(x, None, str(p), str(p))
+            return Dataset(npyfile.read_npy(p), None, str(p), str(p))
         if suffix == ".npz":
-            with np.load(p, allow_pickle=False) as z:
-                if "x" not in z.files:
-                    raise DataError(f"{p}: no array named 'x' (found: "
-                                    f"{', '.join(z.files) or 'none'})",
-                                    hint="save with np.savez(path, x=inputs, y=labels)")
-                with zipfile.ZipFile(p) as zf:
-                    big = zf.getinfo("x.npy").file_size > STREAM_ABOVE
-                x = NpzArray(p, "x.npy") if big else z["x"]
-                y = z["y"] if "y" in z.files else None
+            x, y = npyfile.read_npz(p)
             return Dataset(x, y, str(p), str(p))
     except DataError:
         raise
@@ -239,7 +238,8 @@ def _load_path(p: Path) -> Dataset:
         raise DataError(f"{p}: cannot read ({e})") from None
     except (OSError, zipfile.BadZipFile, EOFError) as e:
         raise DataError(f"{p}: cannot read, truncated or not a numpy file ({e})") from None
-    raise DataError(f"{p}: unknown data format '{suffix}'", hint="use .npz (x, y) or .npy (x)")
+    raise DataError(f"{p}: unknown data format '{suffix}'",
+                    hint="use .npz (x, y), .npy (x) or a folder of images")
 
 
 def _validate(ds: Dataset, input_shape, n_classes) -> None:

@@ -21,6 +21,15 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
             h.update(b)
 
 
+def digest_path(path) -> str:
+    """sha256 of a file, or of a folder's listing (``images.folder_digest``)."""
+    if Path(path).is_dir():
+        from .images import folder_digest
+
+        return folder_digest(path)
+    return sha256_file(path)
+
+
 def same_file(a, b) -> bool:
     try:
         return Path(a).resolve() == Path(b).resolve() or (
@@ -74,14 +83,14 @@ def atomic_write(path, data: bytes) -> None:
 
 def recorded_file(rec: dict | None, check_hash: bool = True) -> tuple[Path | None, str]:
     """A file a model records in its meta (``{"path", "sha256"}``: the ONNX source, the
-    calibration data, the float model) and whether it can be used: "ok", "absent" (none
-    recorded), "gone" (no longer a file) or "changed" (its sha256 differs)."""
+    calibration data or image folder, the float model) and whether it can be used: "ok",
+    "absent" (none recorded), "gone" (no longer there) or "changed" (its sha256 differs)."""
     if not rec or not rec.get("path"):
         return None, "absent"
     p = Path(rec["path"])
-    if not p.is_file():
+    if not (p.is_file() or p.is_dir()):
         return p, "gone"
-    if check_hash and rec.get("sha256") and sha256_file(p) != rec["sha256"]:
+    if check_hash and rec.get("sha256") and digest_path(p) != rec["sha256"]:
         return p, "changed"
     return p, "ok"
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import struct
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from . import budget
 from .errors import ModelFileError
 from .fileio import atomic_write
 from .snn import (
@@ -58,6 +60,32 @@ def peek_format(path) -> str | None:
         return None
 
 
+_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
+             "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1}
+
+
+def _check_table(p: Path, outer: dict, held: int) -> None:
+    """The tensor table of a safetensors header: every declared shape and dtype must be exactly
+    its byte range, inside the file; their total within the memory budget."""
+    total = 0
+    for k, t in outer.items():
+        if k == "__metadata__":
+            continue
+        try:
+            shape, (a, b) = [int(s) for s in t["shape"]], t["data_offsets"]
+            size = _ITEMSIZE[t["dtype"]]
+        except (KeyError, TypeError, ValueError):
+            raise ModelFileError(f"{p}: tensor '{k}' has an unreadable entry in the header") \
+                from None
+        nbytes = math.prod(shape) * size if min(shape, default=0) >= 0 else -1
+        if nbytes != b - a or not 0 <= a <= b <= held:
+            raise ModelFileError(f"{p}: tensor '{k}' declares shape {shape} of {t['dtype']} "
+                                 f"({nbytes} bytes) at bytes {a}..{b}, the file holds {held}",
+                                 hint="the file is truncated, corrupt or crafted")
+        total += nbytes
+    budget.check(total, str(p), "its tensors", ModelFileError)
+
+
 def unpack(path, fmt: str, version: int) -> tuple[dict, dict[str, np.ndarray]]:
     """Read and check a container: format, version, checksum. Errors name the file."""
     p = Path(path)
@@ -81,6 +109,8 @@ def unpack(path, fmt: str, version: int) -> tuple[dict, dict[str, np.ndarray]]:
     except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
         raise ModelFileError(f"{p}: not a snnconv model file (unreadable header)") from None
     got = meta.get("format")
+    if got == fmt:
+        _check_table(p, outer, size - 8 - n)
     if got != fmt:
         kind = {"snnconv-snn": "a float SNN (.snn)", "snnconv-snnq": "an integer SNN (.snnq)",
                 "snnconv-rate": "a rate-coded SNN (.snn, coding rate)"}
@@ -206,6 +236,11 @@ def from_header(header: dict, tensors: dict[str, np.ndarray], name: str = "") ->
         for d in header["layers"]:
             common = dict(name=d["name"], shape=_tup(d["shape"]), stage=int(d["stage"]),
                           t_min=float(d["t_min"]), t_max=float(d["t_max"]))
+            if min(common["shape"], default=1) < 0:
+                raise ModelFileError(f"{name}: layer '{d['name']}' has negative dims")
+            budget.check(math.prod(common["shape"]) * 8, name,
+                         f"layer '{d['name']}' of shape {common['shape']} (one sample)",
+                         ModelFileError)
             r = d.get("relation")
             if r:
                 common["relation"] = Relation(r["tensor"], T(r["scale"]), T(r["shift"]),

@@ -27,7 +27,7 @@ def verify_plot(snn, graph, ds, path, n: int = 64) -> None:
     from .snn.simulate import simulate
 
     plt = _plt()
-    x = torch.as_tensor(np.asarray(ds.x[:n], dtype=np.float64))
+    x = torch.as_tensor(ds.head_x(n))
     layers = [la for la in snn.layers if la.relation is not None and la.kind != "readout"]
     res = simulate(snn, x, record=True)
     _, kept = graph.forward(x, keep={la.relation.tensor for la in layers})

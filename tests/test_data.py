@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from snnconv import data
+from snnconv import data, npyfile
 from snnconv.errors import DataError
 
 
@@ -52,7 +52,7 @@ def test_bad_data_is_named(tmp_path, case, match):
 
 
 def test_large_npz_member_streams(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "STREAM_ABOVE", 1000)  # force streaming on a small file
+    monkeypatch.setattr(npyfile, "STREAM_ABOVE", 1000)  # force streaming on a small file
     x = np.random.default_rng(1).random((257, 3, 5, 5)).astype(np.float32)
     x[200, 1, 2, 2] = np.inf
     np.savez_compressed(tmp_path / "big.npz", x=x, y=np.zeros(257, np.int64))

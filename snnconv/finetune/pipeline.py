@@ -33,20 +33,23 @@ class FinetuneResult:
 
 def finetune(snn: SNN, data=None, *, val=None, test=None, config=None, target=None,
              output=None, resume: bool = False, device: str = "cpu", progress: bool = False,
-             log=None, float_model=None, **options) -> FinetuneResult:
+             log=None, float_model=None, preprocess=None, **options) -> FinetuneResult:
     """Fine-tune ``snn`` for integer hardware; returns the integer network and the report.
 
     ``data``/``val``/``test``: a path, arrays, ``(x, y)``, tensors or an iterable of ``(x, y)``
-    batches (e.g. a DataLoader). ``options``: any FinetuneConfig field (quantize, time_bits, ...);
-    they override ``config`` (a YAML file). ``target``: hardware profile YAML. ``output``: the
-    .snnq path (its ``.ckpt`` sibling holds checkpoints for ``resume``).
+    batches (e.g. a DataLoader), a torch Dataset, or a folder of images (read with
+    ``preprocess`` on top of the preprocessing recorded at conversion). ``options``: any
+    FinetuneConfig field (quantize, time_bits, ...); they override ``config`` (a YAML file).
+    ``target``: hardware profile YAML. ``output``: the .snnq path (its ``.ckpt`` sibling holds
+    checkpoints for ``resume``).
     """
     cfg, files = FinetuneConfig.from_sources(config, **options)
     prof = _hardware(snn, cfg, files.target if target is None else target, device)
     say = log or (lambda m: None)
     warnings: list[str] = []
     sets = run_data(snn, cfg, files.data if data is None else data,
-                    files.val if val is None else val, test, warnings, say)
+                    files.val if val is None else val, test, warnings, say, preprocess,
+                    progress)
     rank, world = init_dist()
     torch.manual_seed(cfg.seed)
 
@@ -63,7 +66,7 @@ def finetune(snn: SNN, data=None, *, val=None, test=None, config=None, target=No
 
     rep = report_mod.build(cfg, prof, snn, post, final, trainer, sets, sens, ptq_eval,
                            warnings, say)
-    report_mod.record(final, cfg, rep, snn, float_model, sets.path)
+    report_mod.record(final, cfg, rep, snn, float_model, sets.path, sets.preprocess)
     if output is not None and rank == 0:
         save(final, output)
     return FinetuneResult(final, rep, model, warnings)

@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import __version__, quant
 from ..data import Dataset
-from ..fileio import sha256_file
+from ..fileio import digest_path, sha256_file
 from ..intmodel import QNet
 from ..snn import SNN
 from .config import FinetuneConfig
@@ -110,7 +110,7 @@ def _name(src: Samples) -> str:
 
 
 def record(final: QNet, cfg: FinetuneConfig, report: dict, snn: SNN, float_model,
-           data_path: str | None) -> None:
+           data_path: str | None, preprocess: dict | None = None) -> None:
     """What the .snnq file keeps of the run (``meta``): config, report, provenance."""
     final.meta.update({
         "config": cfg.as_dict(), "report": {k: v for k, v in report.items()
@@ -118,9 +118,11 @@ def record(final: QNet, cfg: FinetuneConfig, report: dict, snn: SNN, float_model
         "source": snn.meta.get("source"), "snnconv_version": __version__,
         "float_model": {"path": str(Path(float_model).resolve()),
                         "sha256": sha256_file(float_model)} if float_model else None,
-        "training_data": {"path": data_path, "sha256": sha256_file(data_path)} if data_path
+        "training_data": {"path": data_path, "sha256": digest_path(data_path)} if data_path
         else None,
     })
+    if preprocess:  # image preprocessing, reused by run and verify
+        final.meta["preprocess"] = preprocess
 
 
 def layer_rows(net: QNet) -> list[dict]:

@@ -19,6 +19,7 @@ from .context import Ctx
 from .evaluate import evaluate_node
 from .hints import unsupported
 from .loader import infer_shapes
+from .sizes import check_declared_shapes
 from .registry import lookup
 
 NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
@@ -173,6 +174,7 @@ def build(model: onnx.ModelProto, file: str, input_shape: tuple | None = None) -
     inp = _the_input(model.graph, file)
     full = _input_shape(inp, input_shape, file)
     model = infer_shapes(model)
+    check_declared_shapes(model, file)
     ctx = _context(model, file, inp.name, full)
     for node in model.graph.node:
         _import_node(ctx, node)

@@ -16,6 +16,7 @@ import onnx
 from onnx import external_data_helper
 
 from ..errors import ModelImportError
+from .sizes import check_initializers
 
 MIN_OPSET = 7
 #: Old opsets are upgraded to this one first, so handlers see one attribute layout where possible.
@@ -58,13 +59,16 @@ def read_model(source) -> tuple[onnx.ModelProto, str]:
             if external_data_helper.uses_external_data(t):
                 raise ModelImportError(f"tensor '{t.name}' has external data that was not loaded",
                                        file=name, hint="pass the file path instead")
+        check_initializers(model, None, name)
         return model, name
     if isinstance(source, (bytes, bytearray)):
         try:
-            return onnx.load_model_from_string(bytes(source)), "<bytes>"
+            model = onnx.load_model_from_string(bytes(source))
         except Exception as e:  # noqa: BLE001 - protobuf raises several types
             raise ModelImportError(f"not a valid ONNX model ({type(e).__name__})",
                                    file="<bytes>") from None
+        check_initializers(model, None, "<bytes>")
+        return model, "<bytes>"
     path = Path(os.fspath(source))
     name = str(path)
     if not path.exists():
@@ -81,6 +85,7 @@ def read_model(source) -> tuple[onnx.ModelProto, str]:
     if not model.graph.node and not model.graph.input:
         raise ModelImportError("not an ONNX model (the graph is empty)", file=name)
     _check_external_data(model, path.parent, name)
+    check_initializers(model, path.parent.resolve(), name)
     try:
         external_data_helper.load_external_data_for_model(model, str(path.parent))
     except Exception as e:  # noqa: BLE001

@@ -3,7 +3,7 @@ simulator on every sample, bit for bit."""
 
 from __future__ import annotations
 
-from .. import data as data_mod
+from .. import data as data_mod, images
 from ..progress import bar
 from .golden import golden
 from .layers import QNet, QNeuron, QPool
@@ -13,11 +13,13 @@ from .snnq import load
 
 
 def verify_integer(path, data, batch_size: int = 256, limit: int | None = None,
-                   progress: bool = False) -> dict:
+                   progress: bool = False, preprocess=None) -> dict:
     """Golden model vs register-level simulator on every sample: logits and every layer's spike
     ticks must agree bit for bit; overflow counts are reported. ``ok`` is the verdict."""
     net = load(path) if not isinstance(path, QNet) else path
-    ds = data_mod.load(data, tuple(net.input.shape))
+    ds = data_mod.load(data, tuple(net.input.shape), preprocess=images.resolve(preprocess,
+                                                                               net.meta),
+                       progress=progress)
     n = len(ds) if limit is None else min(limit, len(ds))
     names = {la.name for la in net.layers if isinstance(la, (QNeuron, QPool))}
     diff_layers: dict[str, int] = {}

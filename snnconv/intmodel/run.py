@@ -7,7 +7,7 @@ import io
 import numpy as np
 import torch
 
-from .. import data as data_mod
+from .. import data as data_mod, images
 from ..fileio import atomic_write, check_output
 from .common import Compiled
 from .golden import golden
@@ -21,10 +21,14 @@ def batches(x, batch_size: int):
 
 
 def run_file(path, data, out=None, batch_size: int = 512, noise: float = 0.0,
-             seed: int = 0) -> dict:
-    """Predictions of the golden model from the file alone; optional PRED.npz."""
+             seed: int = 0, preprocess=None) -> dict:
+    """Predictions of the golden model from the file alone; optional PRED.npz. An image folder
+    is read with the preprocessing recorded in the file, changed by ``preprocess``."""
     net = load(path)
-    ds = data_mod.load(data, tuple(net.input.shape))
+    warnings: list[str] = []
+    ds = data_mod.load(data, tuple(net.input.shape),
+                       preprocess=images.resolve(preprocess, net.meta, warnings))
+    warnings += ds.notes
     if out is not None:
         check_output(out, [path, data])
     comp = Compiled(net, None)  # per-layer precision: exact, and float32 where it can be
@@ -45,7 +49,7 @@ def run_file(path, data, out=None, batch_size: int = 512, noise: float = 0.0,
     hid = net.hidden()
     spn = sum(spikes.values()) / max(1, n * sum(la.size for la in hid))
     res = {"model": str(path), "samples": n, "latency_ticks": net.latency,
-           "spikes_per_neuron": spn, "overflow": ovf}
+           "spikes_per_neuron": spn, "overflow": ovf, "warnings": warnings}
     if ds.y is not None:
         res["accuracy"] = float((pred == ds.y).mean())
     if out is not None:

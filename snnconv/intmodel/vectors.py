@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import data as data_mod
+from .. import data as data_mod, images
 from ..errors import OutputError, UsageError
 from .common import Compiled, fire_ticks
 from .golden import golden
@@ -89,9 +89,11 @@ def _hex_words(a: np.ndarray, digits: int) -> str:
     return "\n".join(format(int(v) & mask, f"0{digits}x") for v in a.reshape(-1)) + "\n"
 
 
-def export_vectors(path, data, n: int, out_dir, batch_size: int = 256) -> dict:
+def export_vectors(path, data, n: int, out_dir, batch_size: int = 256,
+                   preprocess=None) -> dict:
     net = load(path)
-    ds = data_mod.load(data, tuple(net.input.shape))
+    ds = data_mod.load(data, tuple(net.input.shape),
+                       preprocess=images.resolve(preprocess, net.meta))
     if n < 1:
         raise UsageError("--n must be at least 1")
     out = Path(out_dir)

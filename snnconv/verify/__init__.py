@@ -32,19 +32,21 @@ def verify(model, onnx=None, data=None, *, n: int | None = None, atol: float | N
            rtol: float | None = None, rtol64: float = DEFAULT_RTOL64,
            allow_clipping: bool = False, simulator: str = "closed", batch_size: int = 128,
            reference_n: int = 16, noise: list[float] | None = None, seed: int = 0,
-           progress: bool = False, plot: str | None = None) -> VerifyReport:
+           progress: bool = False, plot: str | None = None, preprocess=None) -> VerifyReport:
     """Compare an SNN (path or object) with its ONNX model on data. ``report.ok`` says whether
-    it is equivalent within tolerance; nothing is raised for a mismatch."""
+    it is equivalent within tolerance; nothing is raised for a mismatch. ``data``: a path
+    (.npz, .npy, a folder of images read with ``preprocess`` on top of the recorded
+    preprocessing), arrays, a torch Dataset or DataLoader, or a list of batches."""
     model_name = str(model) if not isinstance(model, SNN) else "<SNN>"
     snn = model if isinstance(model, SNN) else modelfile.load(model)
     sim = runners.simulator(simulator)
-    inputs = prepare(snn, onnx, data, n)
+    inputs = prepare(snn, onnx, data, n, preprocess, progress)
     tol = Tolerance(atol, rtol, rtol64)
     runs = runners.Runs(snn, inputs, tol, sim, allow_clipping)
     accumulators = [checks.LayerErrors(snn, inputs.layers, allow_clipping),
                     checks.LayerCounts(snn), checks.Events(snn, inputs.graph),
                     checks.OutputErrors(snn, allow_clipping), checks.TopOne(),
-                    checks.Accuracy(inputs.ds.y is not None)]
+                    checks.Accuracy(inputs.ds.labelled)]
     with bar("verifying", inputs.total, progress) as adv:
         for batch in runs.batches(batch_size):
             for check in accumulators:

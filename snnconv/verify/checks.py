@@ -253,8 +253,9 @@ class Accuracy:
 def reference_check(snn: SNN, inputs: Inputs, k: int) -> dict:
     """The SNN against the float64 ``onnx.reference`` run of the original file, first k
     samples."""
-    k = min(k, inputs.total)
-    x_sub = np.asarray(inputs.ds.x[:k], dtype=np.float32)
+    k = k if inputs.total is None else min(k, inputs.total)
+    x_sub = inputs.ds.head_x(k).astype(np.float32)
+    k = len(x_sub)
     r64 = reference64(inputs.onnx_path, inputs.graph.output, x_sub)
     out = snn.simulate(x_sub.astype(np.float64)).logits
     _, rel = per_sample_rel(out, torch.as_tensor(r64).reshape(out.shape))
@@ -278,5 +279,5 @@ def noise_curve(snn: SNN, inputs: Inputs, sigmas, batch_size: int, seed: int,
                 correct += int((pred == yb).sum())
             count += len(xb)
         rows.append({"sigma": float(sigma), "top1_agreement": agree / count,
-                     "accuracy": correct / count if ds.y is not None else None})
+                     "accuracy": correct / count if ds.labelled else None})
     return {"noise": rows}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import data as data_mod, ir
+from .. import data as data_mod, images, ir
 from ..errors import DataError, UsageError
 from ..fileio import recorded_file
 from ..importer import import_onnx
@@ -57,8 +57,8 @@ def resolve(snn: SNN, onnx_path, data_path, warnings: list[str]):
 class Inputs:
     onnx_path: Path
     graph: ir.Graph
-    ds: data_mod.Dataset
-    total: int  # samples to verify
+    ds: data_mod.Dataset | data_mod.Stream
+    total: int | None  # samples to verify (None: all a stream of unknown length yields)
     layers: list[Layer]  # the layers compared with an ONNX tensor
     warnings: list[str] = field(default_factory=list)
 
@@ -68,8 +68,11 @@ class Inputs:
         return sorted({la.relation.tensor for la in self.layers} | {self.graph.output})
 
 
-def prepare(snn: SNN, onnx_path, data_path, n: int | None) -> Inputs:
-    """Resolve and load what the SNN is compared with; refuse a network of other shapes."""
+def prepare(snn: SNN, onnx_path, data_path, n: int | None, preprocess=None,
+            progress: bool = False) -> Inputs:
+    """Resolve and load what the SNN is compared with; refuse a network of other shapes.
+    ``data_path`` is anything ``data.source`` reads; an image folder is read with the
+    preprocessing recorded at conversion, changed by ``preprocess``."""
     warnings: list[str] = []
     onnx_path, data_src = resolve(snn, onnx_path, data_path, warnings)
     graph = import_onnx(onnx_path)
@@ -80,10 +83,14 @@ def prepare(snn: SNN, onnx_path, data_path, n: int | None) -> Inputs:
                             f"{tuple(b)}: not the model this SNN was converted from",
                             hint="pass the ONNX file the SNN was converted from (--onnx)")
     n_classes = int(np.prod(snn.output.shape))
-    ds = data_mod.load(data_src, graph.input_shape,
-                       n_classes=n_classes if len(snn.output.shape) == 1 else None)
-    total = len(ds) if n is None else min(n, len(ds))
-    if total <= 0:
+    pre = images.resolve(preprocess, snn.meta, warnings)
+    ds = data_mod.source(data_src, graph.input_shape, "data",
+                         n_classes=n_classes if len(snn.output.shape) == 1 else None,
+                         preprocess=pre, progress=progress)
+    warnings += ds.notes
+    size = len(ds) if isinstance(ds, data_mod.Dataset) else ds.length
+    total = n if size is None else size if n is None else min(n, size)
+    if total is not None and total <= 0:
         raise DataError(f"{ds.name}: no samples to verify")
     return Inputs(onnx_path, graph, ds, total, _comparable(snn, graph, warnings), warnings)
 
