@@ -62,10 +62,11 @@ def _check_node(n: rm.Node) -> None:
             "model's input, or export a model without the normalisation")
 
 
-def _full(a, shape) -> np.ndarray:
-    """A per-layer or per-channel array broadcast to the node's full shape, float32."""
+def _full(a, shape, per_channel: bool = False) -> np.ndarray:
+    """An array broadcast to the node's full shape, float32; ``per_channel``: a (C,) array
+    is per channel of a (C, H, W) node, as IF arrays are (numpy's rule otherwise)."""
     a = np.asarray(a, np.float64)
-    if a.ndim == 1 and len(shape) > 1:
+    if per_channel and a.ndim == 1 and len(shape) > 1:
         a = a.reshape((-1,) + (1,) * (len(shape) - 1))
     return np.ascontiguousarray(np.broadcast_to(a, shape), dtype=np.float32)
 
@@ -92,7 +93,7 @@ def _nir_node(nir, n: rm.Node, net: rm.RateNet):
                           stride=tuple(n.stride), padding=tuple(n.padding),
                           dilation=tuple(n.dilation), groups=int(n.groups), bias=_f32(bias))
     if isinstance(n, rm.IF):
-        return nir.IF(r=np.ones(n.shape, np.float32), v_threshold=_full(n.threshold, n.shape),
+        return nir.IF(r=np.ones(n.shape, np.float32), v_threshold=_full(n.threshold, n.shape, True),
                       v_reset=np.zeros(n.shape, np.float32))
     if isinstance(n, rm.Scale):
         return nir.Scale(scale=_full(n.scale, n.shape))
