@@ -425,8 +425,8 @@ def export_nir(
     Input, Affine/Linear, Conv2d, IF (r = 1, reset to zero, dt = 1 step), Scale, AvgPool2d,
     SumPool2d, Flatten and Output; residual adds become summed edges. Refused with exit 2,
     naming the node: reset by subtraction, nonzero v_init, max-pooling, input shifts, and
-    TTFS models (no exact NIR form; see docs/nir.md). Needs the extra: pip install
-    snnconv[nir].
+    TTFS models (no exact NIR form; see docs/nir.md). Needs the optional extra nir
+    (the packages nir and h5py).
 
     Examples:
 
