@@ -1,3 +1,3 @@
 """NIR export of rate-coded IF nets (``export``), writing .nir files (``files``) and running an
 exported graph in snnTorch, an independent NIR consumer (``consumer``). Needs the optional
-extra ``nir`` (``pip install snnconv[nir]``); snnconv itself never imports this package."""
+extra ``nir`` (nir, h5py); only ``export-nir`` (``api.export_nir_file``) and the tests import it."""
