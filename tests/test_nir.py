@@ -125,14 +125,18 @@ def rate_dir(tmp_path_factory):
                                   "16", "--calib", str(d / "digits_train.npz"), *extra,
                                   "-o", str(d / f"{name}.snn"), "-q"])
         assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["export-nir", str(d / "mlp_zero.snn"), "-q"])  # -> mlp_zero.nir
+    assert res.exit_code == 0, res.output
     return d
 
 
 def test_cli_export_and_refusals(rate_dir):
     d = rate_dir
-    res = runner.invoke(app, ["export-nir", str(d / "mlp_zero.snn"), "--json"])
+    res = runner.invoke(app, ["export-nir", str(d / "mlp_zero.snn"), "-o", str(d / "m.nir"),
+                              "--json"])
     assert res.exit_code == 0, res.output
-    g = nir.read(d / "mlp_zero.nir")
+    assert '"IF": 2' in res.output
+    g = nir.read(d / "m.nir")
     ifs = [n for n in g.nodes.values() if isinstance(n, nir.IF)]
     assert len(ifs) == 2 and all(np.all(n.v_reset == 0) and np.all(n.r == 1) for n in ifs)
     res = runner.invoke(app, ["export-nir", str(d / "mlp_sub.snn"), "-o", str(d / "s.nir")])
@@ -165,6 +169,33 @@ def _avgpool_cnn() -> bytes:
     return m.SerializeToString()
 
 
+def _joins() -> rm.RateNet:
+    """A residual Add and a Concat, which reach NIR as summed edges (and 1x1 placers)."""
+    r = np.random.default_rng(3)
+    return rm.RateNet([
+        rm.Input("x", (), (1, 8, 8)),
+        rm.Conv2d("c", ("x",), (3, 8, 8), r.normal(0, .5, (3, 1, 3, 3)), r.normal(.1, .1, 3),
+                  padding=(1, 1)),
+        rm.IF("a", ("c",), (3, 8, 8), np.array([0.3, 0.5, 0.4]), "zero"),
+        rm.Conv2d("c2", ("a",), (3, 8, 8), r.normal(0, .5, (3, 3, 3, 3)), r.normal(.1, .1, 3),
+                  padding=(1, 1)),
+        rm.Add("s", ("c2", "c"), (3, 8, 8)),
+        rm.IF("b", ("s",), (3, 8, 8), np.array(0.5), "zero"),
+        rm.AvgPool2d("p", ("b",), (3, 4, 4), kernel=(2, 2), stride=(2, 2)),
+        rm.AvgPool2d("q", ("a",), (3, 4, 4), kernel=(2, 2), stride=(2, 2)),
+        rm.Concat("cat", ("p", "q"), (6, 4, 4)),
+        rm.Flatten("f", ("cat",), (96,)),
+        rm.Linear("l", ("f",), (10,), r.normal(0, .3, (10, 96)), r.normal(0, .1, 10)),
+        rm.Output("out", ("l",), (10,))], steps=8)
+
+
+def _same_spikes(net, got, ref, n):
+    keys = node_keys(net)
+    for k in net.neurons():
+        a, b = ref.counts[k.name].numpy().reshape(n, -1), got.counts[keys[k.name]]
+        assert a.sum() > 0 and (a != b).mean() <= 1e-3, (k.name, int((a != b).sum()))
+
+
 def test_snntorch_runs_the_export_as_snnconv_does(rate_dir, digits):
     pytest.importorskip("snntorch")
     pytest.importorskip("nirtorch")
@@ -177,18 +208,11 @@ def test_snntorch_runs_the_export_as_snnconv_does(rate_dir, digits):
     ref = simulate(net, x, t, counts=True)
     same = float((got.readout.argmax(1) == ref.readout[t].numpy().argmax(1)).mean())
     assert same >= 0.995, same
-    keys = node_keys(net)
-    for n in net.neurons():
-        a, b = ref.counts[n.name].numpy().reshape(len(x), -1), got.counts[keys[n.name]]
-        assert (a != b).mean() <= 1e-3, (n.name, int((a != b).sum()))
-        assert a.sum() > 0
-    # conv layers and average pools, neuron for neuron
+    _same_spikes(net, got, ref, len(x))
     cnn = convert_rate(_avgpool_cnn(), SAMPLES / "digits_train.npz", steps=8, reset="zero")
     xs = x[:24]
-    got = run_snntorch(to_nir(cnn), xs, 8)
-    ref = simulate(cnn, xs, 8, counts=True)
-    keys = node_keys(cnn)
-    for n in cnn.neurons():
-        a, b = ref.counts[n.name].numpy().reshape(len(xs), -1), got.counts[keys[n.name]]
-        assert a.sum() > 0 and (a != b).mean() <= 1e-3, (n.name, int((a != b).sum()))
-    np.testing.assert_allclose(got.readout, ref.readout[8].numpy(), rtol=1e-4, atol=1e-4)
+    for net in (cnn, _joins()):  # conv layers and average pools; residual Add and Concat
+        got = run_snntorch(to_nir(net), xs, 8)
+        ref = simulate(net, xs, 8, counts=True)
+        _same_spikes(net, got, ref, len(xs))
+        np.testing.assert_allclose(got.readout, ref.readout[8].numpy(), rtol=1e-4, atol=1e-4)
