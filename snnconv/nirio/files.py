@@ -23,7 +23,7 @@ def _nir():
         import nir
     except ImportError as e:
         raise UsageError(f"export-nir needs the 'nir' package ({e})",
-                         hint="pip install 'snnconv[nir]' (nir and h5py)") from None
+                         hint="install the optional extra nir: pip install nir h5py") from None
     return nir
 
 
