@@ -136,6 +136,16 @@ def node_keys(net: rm.RateNet) -> dict[str, str]:
     return out
 
 
+def _fresh(key: str, keys: dict[str, str], nodes: dict) -> str:
+    """``key``, or with a number appended if a node of the net or the graph has that name."""
+    taken = set(keys.values()) | set(nodes)
+    out, i = key, 1
+    while out in taken:
+        i += 1
+        out = f"{key}_{i}"
+    return out
+
+
 def to_nir(net: rm.RateNet):
     """The NIR graph (``nir.NIRGraph``) of a rate net; refuses what NIR cannot express."""
     import nir
@@ -157,18 +167,18 @@ def to_nir(net: rm.RateNet):
             off = 0
             for i in n.inputs:
                 part = net.by_name[i].shape
-                key = f"{keys[n.name]}_from_{keys[i]}"
+                key = _fresh(f"{keys[n.name]}_from_{keys[i]}", keys, nodes)
                 nodes[key] = _placer(nir, part, off, n.shape[n.axis], n.axis)
                 edges += [(s, key) for s in sources[i]]
+                sources.setdefault(n.name, []).append(key)
                 off += part[n.axis]
-            sources[n.name] = [f"{keys[n.name]}_from_{keys[i]}" for i in n.inputs]
             continue
         k = keys[n.name]
         nodes[k] = _nir_node(nir, n, net)
         edges += [(s, k) for i in n.inputs for s in sources[i]]
         sources[n.name] = [k]
         if isinstance(n, rm.Input) and n.scale is not None and np.any(np.asarray(n.scale) != 1):
-            key = f"{k}_scale"  # an input normalisation without shift: a NIR Scale
+            key = _fresh(f"{k}_scale", keys, nodes)  # an input normalisation without shift
             nodes[key] = nir.Scale(scale=_full(n.scale, n.shape))
             edges.append((k, key))
             sources[n.name] = [key]
