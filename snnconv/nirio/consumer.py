@@ -5,8 +5,8 @@ Affine, Linear, Conv2d, Flatten and AvgPool2d, executed by nirtorch's graph inte
 sums the inputs of a node) with one replacement: snnTorch 1.0.0 maps NIR's IF to
 ``Leaky(beta=0.9, init_hidden=False)``, a leaky neuron whose (spike, membrane) tuple its own
 graph cannot pass on. The replacement is snnTorch's ``Leaky`` as NIR's IF equations say:
-``beta = 1`` (no leak), threshold ``r * v_threshold`` (with dt = 1), reset to zero, no reset
-delay. snnTorch's Flatten of NIR's ``start_dim = 0`` also flattens the batch, so samples run
+``beta = 1`` (no leak), threshold ``v_threshold / r`` (with dt = 1 the membrane integrates
+``r I``; snnTorch's integrates ``I``), reset to zero, no reset delay. snnTorch's Flatten of NIR's ``start_dim = 0`` also flattens the batch, so samples run
 one at a time.
 """
 
@@ -34,7 +34,7 @@ def _if_as_leaky(node):
 
     if np.any(np.asarray(node.v_reset) != 0):
         raise ValueError("only IF neurons that reset to 0 map onto snnTorch's reset to zero")
-    thr = torch.as_tensor(np.asarray(node.v_threshold) * np.asarray(node.r), dtype=torch.float32)
+    thr = torch.as_tensor(np.asarray(node.v_threshold) / np.asarray(node.r), dtype=torch.float32)
     return snn.Leaky(beta=1.0, threshold=thr, reset_mechanism="zero", init_hidden=True,
                      reset_delay=False)
 
