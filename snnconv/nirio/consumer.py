@@ -6,8 +6,8 @@ sums the inputs of a node) with one replacement: snnTorch 1.0.0 maps NIR's IF to
 ``Leaky(beta=0.9, init_hidden=False)``, a leaky neuron whose (spike, membrane) tuple its own
 graph cannot pass on. The replacement is snnTorch's ``Leaky`` as NIR's IF equations say:
 ``beta = 1`` (no leak), threshold ``v_threshold / r`` (with dt = 1 the membrane integrates
-``r I``; snnTorch's integrates ``I``), reset to zero, no reset delay. snnTorch's Flatten of NIR's ``start_dim = 0`` also flattens the batch, so samples run
-one at a time.
+``r I``; snnTorch's integrates ``I``), reset to zero, no reset delay. snnTorch's Flatten of
+NIR's ``start_dim = 0`` also flattens the batch, so samples run one at a time.
 """
 
 from __future__ import annotations
