@@ -209,6 +209,13 @@ def test_snntorch_runs_the_export_as_snnconv_does(rate_dir, digits):
     same = float((got.readout.argmax(1) == ref.readout[t].numpy().argmax(1)).mean())
     assert same >= 0.995, same
     _same_spikes(net, got, ref, len(x))
+    # docs/nir.md: snnTorch 1.0.0's stock import of NIR's IF cannot run (a Leaky(beta=0.9)
+    # returning (spike, membrane) into the next layer); when this changes, so must the docs
+    from snntorch.import_nir import import_from_nir
+
+    stock = import_from_nir(nir.read(d / "mlp_zero.nir"))
+    with pytest.raises(TypeError, match="tuple"):
+        stock(torch.as_tensor(x[:1]))
     cnn = convert_rate(_avgpool_cnn(), SAMPLES / "digits_train.npz", steps=8, reset="zero")
     xs = x[:24]
     for net in (cnn, _joins()):  # conv layers and average pools; residual Add and Concat
