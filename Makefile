@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # The CPU build of PyTorch is pinned and installed first: an unpinned torch pulls a CUDA build.
 TORCH_PIN := torch==2.13.0
+# NIR export and its check in snnTorch (the extras nir, nir-check): --no-deps, because
+# snnTorch's and nirtorch's requirements would pull a CUDA torch; the tests skip without them
+NIR_PKGS := "nir==1.0.6" "h5py>=3,<4" "snntorch==1.0.0" "nirtorch==2.6"
 
 .PHONY: install demo test lint bench bench-ratecoded bench-rate docs clean
 
@@ -15,6 +18,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_PIN)"
 	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q --no-deps $(NIR_PKGS)
 	touch $(STAMP)
 
 demo: install

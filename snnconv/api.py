@@ -195,3 +195,11 @@ def _compare_float(net, snn, data, n, batch_size, preprocess=None) -> dict:
     batches = (np.asarray(ds.x[i:min(i + batch_size, m)], np.float64)
                for i in range(0, m, batch_size))
     return compare(net, snn, batches).as_dict()
+
+
+def export_nir_file(model, output=None) -> dict:
+    """``snnconv export-nir``: a rate-coded .snn as a NIR graph file (``snnconv.nirio``; needs
+    the optional extra ``nir``). TTFS models are refused: docs/nir.md says why."""
+    from .nirio.files import export_nir_file as export
+
+    return export(model, output)

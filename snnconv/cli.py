@@ -428,6 +428,38 @@ def export_vectors(
         emit(vectors_summary(res))
 
 
+@app.command("export-nir")
+def export_nir(
+    model: Annotated[Path, typer.Argument(help="A rate-coded .snn file (convert --coding rate "
+                                          "--reset zero).", metavar="MODEL.snn")],
+    output: Annotated[Optional[Path], typer.Option(
+        "-o", "--output", help="Output NIR file \\[default: MODEL with suffix .nir].")] = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+):
+    """Write a rate-coded model as a NIR graph (Neuromorphic Intermediate Representation).
+
+    Input, Affine/Linear, Conv2d, IF (r = 1, reset to zero, dt = 1 step), Scale, AvgPool2d,
+    SumPool2d, Flatten and Output; residual adds become summed edges. Refused with exit 2,
+    naming the node: reset by subtraction, nonzero v_init, max-pooling, input shifts, and
+    TTFS models (no exact NIR form; see docs/nir.md). Needs the optional extra nir
+    (the packages nir and h5py).
+
+    Examples:
+
+        snnconv export-nir mlp_rate.snn -o mlp_rate.nir
+    """
+    from .api import export_nir_file
+
+    res = run(export_nir_file, model, output)
+    if as_json:
+        emit_json(res)
+    elif not quiet:
+        from .render import nir_summary
+
+        emit(nir_summary(res))
+
+
 def entry() -> None:  # console script
     # --debug is accepted anywhere on the line, not only before the command
     if "--debug" in sys.argv[2:]:

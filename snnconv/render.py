@@ -307,3 +307,10 @@ def finetune_tables(rep: dict) -> list:
     q = f", weights {cfg['quantize']} bits" if cfg.get("quantize") else ""
     return [t, f"kept epoch {rep['best_epoch']} (best validation SNN accuracy; 0 = as "
                f"converted){q}; thresholds kept as converted"]
+
+
+def nir_summary(res: dict) -> list:
+    """``snnconv export-nir``: what was written."""
+    kinds = ", ".join(f"{v} {k}" for k, v in res["nodes"].items())
+    return [f"wrote {res['output']}: NIR {res['nir_version']}, {kinds}, {res['edges']} edges; "
+            f"run it for T = {res['steps']} steps (dt = 1), readout = output summed / T"]
