@@ -61,6 +61,16 @@ def _parse_shape(text: str | None) -> tuple[int, ...] | None:
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No tables, no progress bars.")]
+DeviceOpt = Annotated[str, typer.Option(
+    "--device", help="Where torch computes: auto (cuda if present, else cpu), cpu, cuda, "
+    "cuda:N or mps (no float64: refused where float64 is needed).")]
+
+
+def _main_process() -> bool:
+    """Under torchrun only rank 0 prints (every rank computes; see docs/scale.md)."""
+    from .distributed import from_env
+
+    return run(from_env).main
 
 
 @app.command()
@@ -88,6 +98,7 @@ def convert(
         "--windows", help="Without --calib: guaranteed (bounds over the input range), estimate "
         "(from the network alone, not guaranteed) or auto (guaranteed unless over 100x the "
         "estimate).")] = "auto",
+    device: DeviceOpt = "cpu",
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ):
@@ -106,9 +117,14 @@ def convert(
     """
     from .api import convert_file
 
+    if not _main_process():
+        quiet, as_json = True, False
     res = run(convert_file, model, output, calib=calib, input_range=input_range, margin=margin,
               percentile=percentile, tau_c=tau_c, input_shape=run(_parse_shape, input_shape),
-              calib_limit=calib_limit, progress=not quiet and not as_json, windows=windows)
+              calib_limit=calib_limit, progress=not quiet and not as_json, windows=windows,
+              device=device)
+    if quiet and not as_json:
+        return
     warn(res["summary"]["warnings"])
     if as_json:
         emit_json(res)
@@ -182,6 +198,7 @@ def verify(
         "--report-json", help="Write the report as JSON to this file.")] = None,
     junit: Annotated[Optional[Path], typer.Option("--junit", help="JUnit XML report.")] = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="PNG figure.")] = None,
+    device: DeviceOpt = "cpu",
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ):
@@ -193,6 +210,8 @@ def verify(
     accuracy and spikes per neuron. Given a .snnq (from finetune), runs the
     integer golden model and the tick-by-tick register-level simulator on
     every sample: logits and every layer's spike ticks must agree bit for bit.
+    Under torchrun the processes share the samples and rank 0 prints the
+    merged report (docs/scale.md).
 
     Examples:
 
@@ -200,16 +219,21 @@ def verify(
         snnconv verify model.snn --onnx model.onnx --data test.npz
         snnconv verify model.snn --data test.npz --junit verify.xml
         snnconv verify model.snnq --data test.npz
+        snnconv verify model.snn --data test.npz --device cuda
+        torchrun --nproc-per-node 2 -m snnconv verify model.snn --data test.npz
     """
     from .api import verify_file
 
+    if not _main_process():
+        quiet, as_json = True, False
     sigmas = run(_parse_floats, noise, "--noise") if noise else None
     rep = run(verify_file, model, onnx=onnx, data=data, n=n, atol=atol, rtol=rtol,
               rtol64=rtol64, allow_clipping=allow_clipping, simulator=simulator,
               batch_size=batch_size, reference_n=reference_n, noise=sigmas,
               report_json=report_json, junit=junit, plot=plot, float_model=float_model,
-              progress=not quiet and not as_json)
-    warn(rep["warnings"])
+              progress=not quiet and not as_json, device=device)
+    if not quiet or as_json:
+        warn(rep["warnings"])
     if as_json:
         emit_json(rep)
     elif not quiet:
@@ -274,7 +298,7 @@ def finetune(
     = None,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue from OUTPUT.ckpt after an interruption.")] = False,
-    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    device: DeviceOpt = "cpu",
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ):
@@ -316,6 +340,7 @@ def run_cmd(
         "--out", help="Write predictions and integer logits to this .npz.")] = None,
     noise: Annotated[float, typer.Option(
         "--noise", help="Spike-time jitter (ticks) to test robustness.")] = 0.0,
+    device: DeviceOpt = "cpu",
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ):
@@ -325,10 +350,15 @@ def run_cmd(
 
         snnconv run model.snnq --data test.npz
         snnconv run model.snnq --data test.npz --out pred.npz --noise 1
+        torchrun --nproc-per-node 2 -m snnconv run model.snnq --data test.npz
     """
     from .intmodel import run_file
 
-    res = run(run_file, model, data, pred, noise=noise)
+    if not _main_process():
+        quiet, as_json = True, False
+    res = run(run_file, model, data, pred, noise=noise, device=device)
+    if not quiet and not as_json:
+        warn(res.get("warnings", []))
     if as_json:
         emit_json(res)
     elif not quiet:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, data as data_mod
+from . import __version__, data as data_mod, distributed
+from .devices import resolve as resolve_device
 from .errors import UsageError
 from .fileio import sha256_file
 from .importer import import_onnx
@@ -38,14 +39,17 @@ def _from_torch(module, example_input, opset: int = 17) -> bytes:
     return buf.getvalue()
 
 
-def _input_range(graph, ds, input_range, margin, warnings: list[str]):
+def _input_range(graph, ds, input_range, margin, warnings: list[str],
+                 world: distributed.World = distributed.SINGLE):
     if input_range is not None:
         lo, hi = (np.asarray(v, np.float64) for v in input_range)
         if np.any(hi <= lo):
             raise UsageError(f"input range [{lo}, {hi}] is empty")
         return lo, hi, "given"
     if ds is not None:
-        return data_range((xb for xb, _ in ds.batches(4096)), graph.input_shape, margin)
+        start, stop = distributed.shard(len(ds), 4096, world)
+        return data_range((xb for xb, _ in ds.batches(4096, stop, start)), graph.input_shape,
+                          margin, world)
     warnings.append("no calibration data and no --input-range: assumed inputs in [0, 1]; windows "
                     "hold for that range only (pass --input-range LO HI or --calib DATA to "
                     "change it)")
@@ -97,7 +101,7 @@ def convert(model, calib=None, *, input_range=None, margin: float = 1.5,
             percentile: float | None = None, tau_c: float = 1.0, example_input=None,
             input_shape: tuple[int, ...] | None = None, batch_size: int = 256,
             calib_limit: int | None = None, progress: bool = False,
-            windows: str = "auto") -> SNN:
+            windows: str = "auto", device=None) -> SNN:
     """Convert a ReLU network to an exactly equivalent TTFS SNN.
 
     ``model``: ONNX path, bytes, ``onnx.ModelProto``, or a ``torch.nn.Module`` (with
@@ -105,6 +109,8 @@ def convert(model, calib=None, *, input_range=None, margin: float = 1.5,
     input range. Without it, ``windows`` chooses: "guaranteed" (bounds over ``input_range``,
     exact for every input in it), "estimate" (from the network alone, not guaranteed) or "auto"
     (guaranteed unless they are over ``windows.AUTO_LIMIT`` times the estimate).
+    ``device``: where calibration runs (``devices.resolve``; float64 there too). Under torchrun
+    the processes share the calibration batches; every process returns the same SNN.
     """
     if margin < 1.0:
         raise UsageError(f"margin {margin} < 1 would clip the calibration data itself",
@@ -121,18 +127,24 @@ def convert(model, calib=None, *, input_range=None, margin: float = 1.5,
     graph = import_onnx(model, input_shape=input_shape)
 
     ds = None
+    world = distributed.SINGLE
+    dev = resolve_device(device)
     if calib is not None:
+        dev.require_float64("calibration (float64 maxima)")
         ds = data_mod.load(calib, graph.input_shape)
+        world = distributed.join(dev)
     warnings: list[str] = []
-    lo, hi, range_src = _input_range(graph, ds, input_range, margin, warnings)
+    lo, hi, range_src = _input_range(graph, ds, input_range, margin, warnings, world)
     layers = map_graph(graph, lo, hi)
 
     compared: dict = {}
     if ds is not None:
         n = len(ds) if calib_limit is None else min(calib_limit, len(ds))
-        with bar("calibrating", n, progress) as adv:
-            cal = calibrate(layers, (xb for xb, _ in ds.batches(batch_size, n)),
-                            percentile=percentile, progress=adv)
+        start, stop = distributed.shard(n, batch_size, world)
+        with bar("calibrating", stop - start, progress and world.main) as adv:
+            cal = calibrate(layers, (xb for xb, _ in ds.batches(batch_size, stop, start)),
+                            percentile=percentile, progress=adv,
+                            device=None if dev.is_cpu else dev.torch, world=world)
     else:
         cal, compared, notes = choose(layers, windows, margin, graph.priors)
         warnings += notes

@@ -93,10 +93,11 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.x)
 
-    def batches(self, batch_size: int, limit: int | None = None):
-        """(x, y) batches as float64 / int arrays; NaN or Inf is an error naming the sample."""
+    def batches(self, batch_size: int, limit: int | None = None, start: int = 0):
+        """(x, y) batches as float64 / int arrays of samples [start, limit); NaN or Inf is an
+        error naming the sample."""
         n = len(self) if limit is None else min(limit, len(self))
-        for i in range(0, n, batch_size):
+        for i in range(start, n, batch_size):
             j = min(n, i + batch_size)
             xb = np.asarray(self.x[i:j], dtype=np.float64)
             bad = ~np.isfinite(xb.reshape(len(xb), -1)).all(1)
