@@ -4,7 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # The CPU build of PyTorch is pinned and installed first: an unpinned torch pulls a CUDA build.
+# For a GPU: make install TORCH_INDEX=https://download.pytorch.org/whl/cu126 (README: GPUs).
 TORCH_PIN := torch==2.13.0
+TORCH_INDEX ?=
 
 .PHONY: install demo test lint bench bench-ratecoded docs clean
 
@@ -13,7 +15,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$(TORCH_PIN)"
+	$(BIN)/python -m pip install -q "$(TORCH_PIN)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 

@@ -117,13 +117,14 @@ def convert(
     """
     from .api import convert_file
 
-    if not _main_process():
+    main = _main_process()
+    if not main:
         quiet, as_json = True, False
     res = run(convert_file, model, output, calib=calib, input_range=input_range, margin=margin,
               percentile=percentile, tau_c=tau_c, input_shape=run(_parse_shape, input_shape),
               calib_limit=calib_limit, progress=not quiet and not as_json, windows=windows,
               device=device)
-    if quiet and not as_json:
+    if not main:
         return
     warn(res["summary"]["warnings"])
     if as_json:
@@ -224,7 +225,8 @@ def verify(
     """
     from .api import verify_file
 
-    if not _main_process():
+    main = _main_process()
+    if not main:
         quiet, as_json = True, False
     sigmas = run(_parse_floats, noise, "--noise") if noise else None
     rep = run(verify_file, model, onnx=onnx, data=data, n=n, atol=atol, rtol=rtol,
@@ -232,7 +234,7 @@ def verify(
               batch_size=batch_size, reference_n=reference_n, noise=sigmas,
               report_json=report_json, junit=junit, plot=plot, float_model=float_model,
               progress=not quiet and not as_json, device=device)
-    if not quiet or as_json:
+    if main:
         warn(rep["warnings"])
     if as_json:
         emit_json(rep)
@@ -317,6 +319,8 @@ def finetune(
     """
     from .finetune import finetune_file
 
+    if not _main_process():
+        quiet, as_json = True, False
     talk = not quiet and not as_json
     rep = run(finetune_file, model, output, data, val=val, quantize=quantize,
               time_bits=time_bits, noise=noise, latency=latency, sparsity=sparsity,
@@ -354,10 +358,11 @@ def run_cmd(
     """
     from .intmodel import run_file
 
-    if not _main_process():
+    main = _main_process()
+    if not main:
         quiet, as_json = True, False
     res = run(run_file, model, data, pred, noise=noise, device=device)
-    if not quiet and not as_json:
+    if main:
         warn(res.get("warnings", []))
     if as_json:
         emit_json(res)

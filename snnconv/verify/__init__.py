@@ -52,16 +52,9 @@ def verify(model, onnx=None, data=None, *, n: int | None = None, atol: float | N
     world = distributed.join(dev)
     tol = Tolerance(atol, rtol, rtol64)
     runs = runners.Runs(snn, inputs, tol, sim, allow_clipping, dev)
-    accumulators = [checks.LayerErrors(snn, inputs.layers, allow_clipping),
-                    checks.LayerCounts(snn), checks.Events(snn, inputs.graph),
-                    checks.OutputErrors(snn, allow_clipping), checks.TopOne(),
-                    checks.Accuracy(inputs.ds.y is not None)]
     start, stop = distributed.shard(inputs.total, batch_size, world)
-    with bar("verifying", stop - start, progress and world.main) as adv:
-        for batch in runs.batches(batch_size, start, stop):
-            for check in accumulators:
-                check.update(batch)
-            adv(len(batch))
+    accumulators = accumulate(snn, inputs, runs, batch_size, start, stop,
+                              progress and world.main)
     _merge(accumulators, world)
     results = [check.result() for check in accumulators]
     results += distributed.from_main(
@@ -79,6 +72,21 @@ def verify(model, onnx=None, data=None, *, n: int | None = None, atol: float | N
 
         verify_plot(snn, inputs.graph, inputs.ds, plot)
     return rep
+
+
+def accumulate(snn: SNN, inputs, runs: runners.Runs, batch_size: int, start: int, stop: int,
+               progress: bool = False) -> list:
+    """The checks' accumulators after the batches of samples [start, stop)."""
+    accumulators = [checks.LayerErrors(snn, inputs.layers, runs.allow_clipping),
+                    checks.LayerCounts(snn), checks.Events(snn, inputs.graph),
+                    checks.OutputErrors(snn, runs.allow_clipping), checks.TopOne(),
+                    checks.Accuracy(inputs.ds.y is not None)]
+    with bar("verifying", stop - start, progress) as adv:
+        for batch in runs.batches(batch_size, start, stop):
+            for check in accumulators:
+                check.update(batch)
+            adv(len(batch))
+    return accumulators
 
 
 def _merge(accumulators: list, world: distributed.World) -> None:

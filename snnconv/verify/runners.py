@@ -121,7 +121,7 @@ class Runs:
     def __init__(self, snn: SNN, inputs: Inputs, tol: Tolerance, sim: Simulator,
                  allow_clipping: bool, device: Device = CPU):
         self.snn, self.inputs, self.tol, self.sim = snn, inputs, tol, sim
-        self.device = device
+        self.device, self.allow_clipping = device, allow_clipping
         self.tensors = inputs.tensors
         self.ort = OrtRunner(inputs.onnx_path, self.tensors)
         self.ort_tensors = [t for t in self.tensors if t in self.ort.names]
