@@ -78,15 +78,19 @@ def _torchrun(*args, tmp):
 
 def test_torchrun_verify_equals_one_process(work):
     """``torchrun --nproc-per-node 2 -m snnconv verify``: rank 0 prints and writes the report of
-    one process, field for field (JSON, JUnit)."""
-    one = api.verify_file(work / "cnn.snn", data=TEST, batch_size=BS,
+    one process, field for field (JSON, JUnit); the noise curve (one random stream) is rank 0's
+    run over all samples, so it too is one process's."""
+    one = api.verify_file(work / "cnn.snn", data=TEST, batch_size=BS, noise=[0.1],
                           report_json=work / "one.json", junit=work / "one.xml")
     r = _torchrun("-m", "snnconv", "verify", work / "cnn.snn", "--data", TEST, "--batch-size",
-                  BS, "--report-json", work / "two.json", "--junit", work / "two.xml",
-                  "--json", tmp=work)
+                  BS, "--noise", "0.1", "--report-json", work / "two.json", "--junit",
+                  work / "two.xml", "--json", tmp=work)
     assert r.returncode == 0, r.stderr[-3000:]
     two = json.loads(r.stdout)  # one JSON document: only rank 0 printed
+    assert two["warnings"].pop() == "the noise curve is one random stream over all samples: " \
+        "rank 0 ran it alone"
     assert two == json.loads(json.dumps(one))
+    two["warnings"].append(json.loads((work / "two.json").read_text())["warnings"][-1])
     assert json.loads((work / "two.json").read_text()) == two
     assert (work / "two.xml").read_bytes() == (work / "one.xml").read_bytes()
     assert two["samples"] == 360 and two["ok"]
