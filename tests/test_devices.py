@@ -154,3 +154,48 @@ def test_mps_refuses_float64_work_and_simulates_float32(cnn_file):
     out = _cnn().simulate(x, dtype=torch.float32, device="mps")
     ref = _cnn().simulate(x, dtype=torch.float32)
     assert torch.allclose(out.logits.cpu(), ref.logits, rtol=1e-4, atol=1e-4)
+
+
+# --- the device branches, with the CPU standing in for a GPU -------------------------------------
+
+class _Elsewhere(devices.Device):
+    """The CPU, taken for another device: every device branch runs (moves, copies back)."""
+
+    @property
+    def is_cpu(self) -> bool:
+        return False
+
+
+ELSEWHERE = _Elsewhere("cpu", "elsewhere")
+
+
+def test_device_branches_give_the_cpu_figures(cnn_file, tmp_path):
+    a = verify(cnn_file, data=TEST, reference_n=0, batch_size=100)
+    b = verify(cnn_file, data=TEST, reference_n=0, batch_size=100, device=ELSEWHERE)
+    assert a.to_dict() == b.to_dict()
+    c = snnconv.convert(SAMPLES / "cnn.onnx", SAMPLES / "digits_train.npz", device=ELSEWHERE,
+                        percentile=99.9)
+    ref = snnconv.convert(SAMPLES / "cnn.onnx", SAMPLES / "digits_train.npz", percentile=99.9)
+    for key in ("maxima", "active", "samples"):
+        assert c.meta["calibration"][key] == ref.meta["calibration"][key]
+    assert [la.window for la in c.layers] == [la.window for la in ref.layers]
+
+
+def test_device_branches_of_run_and_finetune(tmp_path):
+    from snnconv import finetune as ft
+
+    snn = snnconv.convert(SAMPLES / "mlp.onnx", SAMPLES / "digits_train.npz")
+    kw = dict(quantize=4, time_bits=4, epochs=1, noise=0.5, seed=3)
+    a = ft.finetune(snn, SAMPLES / "digits_train.npz", output=tmp_path / "a.snnq", **kw)
+    b = ft.finetune(snn, SAMPLES / "digits_train.npz", output=tmp_path / "b.snnq",
+                    device=ELSEWHERE, **kw)
+    assert a.report["history"][0]["loss"] == b.report["history"][0]["loss"]
+    for la, lb in zip(a.net.layers, b.net.layers):
+        for ga, gb in zip(la.groups, lb.groups):
+            assert np.array_equal(ga.weighted.weight, gb.weighted.weight)
+    ra = intmodel.run_file(tmp_path / "a.snnq", TEST, tmp_path / "a.npz", noise=1.0)
+    rb = intmodel.run_file(tmp_path / "a.snnq", TEST, tmp_path / "b.npz", noise=1.0,
+                           device=ELSEWHERE)
+    assert rb.pop("device") == "cpu" and ra == {**rb, "output": ra["output"]}
+    assert np.array_equal(np.load(tmp_path / "a.npz")["logits"],
+                          np.load(tmp_path / "b.npz")["logits"])
