@@ -52,6 +52,8 @@ def finetune(snn: SNN, data=None, *, val=None, test=None, config=None, target=No
     sets = run_data(snn, cfg, files.data if data is None else data,
                     files.val if val is None else val, test, warnings, say)
     rank, world = init_dist(dev)
+    if not dev.is_cpu or dev.note:
+        say(f"training steps on {dev.describe()}")
     torch.manual_seed(cfg.seed)
 
     post = post_training(snn, cfg, prof, sets.train, progress and rank == 0, say)
@@ -67,6 +69,8 @@ def finetune(snn: SNN, data=None, *, val=None, test=None, config=None, target=No
 
     rep = report_mod.build(cfg, prof, snn, post, final, trainer, sets, sens, ptq_eval,
                            warnings, say)
+    if not dev.is_cpu or dev.note:
+        rep["device"] = dev.describe()
     report_mod.record(final, cfg, rep, snn, float_model, sets.path)
     if output is not None and rank == 0:
         save(final, output)
