@@ -74,7 +74,13 @@ def join(device=None) -> World:
             import torch
 
             torch.cuda.set_device(device.torch)
-        dist.init_process_group("nccl" if cuda else "gloo")
+        try:
+            dist.init_process_group("nccl" if cuda else "gloo")
+        except (ValueError, RuntimeError) as e:  # WORLD_SIZE set, but no torchrun behind it
+            raise UsageError(f"WORLD_SIZE={world.size}: cannot join the other processes "
+                             f"({str(e).splitlines()[0]})",
+                             hint="start the command with torchrun, or unset WORLD_SIZE") \
+                from None
     if dist.get_world_size() != world.size or dist.get_rank() != world.rank:
         raise UsageError("the process group does not match WORLD_SIZE / RANK")
     return world

@@ -14,6 +14,7 @@ import pytest
 
 import snnconv
 from snnconv import api, distributed, intmodel, modelfile
+from snnconv.errors import UsageError
 from snnconv.verify import accumulate, runners
 from snnconv.verify.bound import Tolerance
 from snnconv.verify.inputs import prepare
@@ -135,3 +136,18 @@ def test_torchrun_run_integer_verify_and_calibration_equal_one_process(work):
     assert two.meta["input_range"] == ref.meta["input_range"]
     assert [la.window for la in two.layers] == [la.window for la in ref.layers]
     assert got["summary"]["latency"] == ref.latency
+
+
+def test_world_from_the_environment(monkeypatch):
+    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(k, raising=False)
+    assert distributed.from_env() == distributed.SINGLE and distributed.join() is distributed.SINGLE
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert distributed.from_env() == distributed.World(1, 2, 1)
+    with pytest.raises(UsageError, match="cannot join") as e:
+        distributed.join()  # WORLD_SIZE without torchrun (no MASTER_ADDR): exit 2, not a hang
+    assert "torchrun" in e.value.hint
+    monkeypatch.setenv("RANK", "2")
+    with pytest.raises(UsageError, match="outside"):
+        distributed.from_env()
