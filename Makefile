@@ -4,10 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # The CPU build of PyTorch is pinned and installed first: an unpinned torch pulls a CUDA build.
+# For a GPU: make install TORCH_INDEX=https://download.pytorch.org/whl/cu126 (README: GPUs).
 TORCH_PIN := torch==2.13.0
 # NIR export and its check in snnTorch (the extras nir, nir-check): --no-deps, because
 # snnTorch's and nirtorch's requirements would pull a CUDA torch; the tests skip without them
 NIR_PKGS := "nir==1.0.6" "h5py>=3,<4" "snntorch==1.0.0" "nirtorch==2.6"
+TORCH_INDEX ?=
 
 .PHONY: install demo test lint bench bench-ratecoded bench-rate docs clean
 
@@ -16,7 +18,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$(TORCH_PIN)"
+	$(BIN)/python -m pip install -q "$(TORCH_PIN)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	$(BIN)/python -m pip install -q --no-deps $(NIR_PKGS)
 	touch $(STAMP)

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import modelfile
+from . import distributed, modelfile
 from .conversion import convert
+from .devices import resolve as resolve_device
 from .errors import UsageError
 from .fileio import atomic_write, check_output, recorded_file, require_recorded_file
 from .report import summary
@@ -36,9 +37,14 @@ def convert_file(model, output=None, coding: str = "ttfs", **kw) -> dict:
     if given:
         raise UsageError(f"--{given[0].replace('_', '-')} applies to --coding rate only")
     check_output(output, [model, kw.get("calib")])
-    snn = convert(model, **kw)
-    modelfile.save(snn, output)
-    return {"output": str(output), "summary": summary(snn)}
+    dev = resolve_device(kw.pop("device", None))
+    snn = convert(model, device=dev, **kw)
+    if distributed.from_env().main:  # under torchrun every rank has the SNN; rank 0 writes it
+        modelfile.save(snn, output)
+    res = {"output": str(output), "summary": summary(snn)}
+    if not dev.is_cpu or dev.note:
+        res["device"] = dev.describe()
+    return res
 
 
 #: convert options of the rate coding only
@@ -83,7 +89,8 @@ def run_file(path, data, out=None, **kw) -> dict:
 
     if kw.get("steps") is not None:
         raise UsageError("--steps applies to rate models only")
-    return run_integer(path, data, out, noise=kw.get("noise", 0.0))
+    return run_integer(path, data, out, noise=kw.get("noise", 0.0),
+                       preprocess=kw.get("preprocess"), device=kw.get("device"))
 
 
 def verify_file(model, *, report_json=None, junit=None, plot=None, **kw) -> dict:
@@ -110,14 +117,18 @@ def verify_file(model, *, report_json=None, junit=None, plot=None, **kw) -> dict
     if modelfile.peek_format(model) == "snnconv-snnq":
         return _verify_integer_file(model, report_json=report_json, junit=junit, plot=plot,
                                     float_model=float_model, **kw)
-    rep = verify(model, plot=str(plot) if plot else None, **kw)
+    dev = resolve_device(kw.pop("device", None))
+    rep = verify(model, plot=str(plot) if plot else None, device=dev, **kw)
     d = rep.to_dict()
+    if not dev.is_cpu or dev.note:  # say where it ran when it was not the default CPU
+        d["device"] = dev.describe()
     if float_model is not None:
         d.setdefault("warnings", []).append("--float applies to .snnq models only; ignored")
-    if report_json is not None:
-        atomic_write(report_json, json.dumps(d, indent=2).encode())
-    if junit is not None:
-        atomic_write(junit, verify_junit(rep))
+    if distributed.from_env().main:  # under torchrun: every rank has the report, rank 0 writes
+        if report_json is not None:
+            atomic_write(report_json, json.dumps(d, indent=2).encode())
+        if junit is not None:
+            atomic_write(junit, verify_junit(rep))
     return d
 
 
@@ -127,6 +138,7 @@ _FLOAT_ONLY = ("onnx", "atol", "rtol", "allow_clipping", "noise")
 
 def _verify_integer_file(model, *, report_json=None, junit=None, plot=None, data=None, n=None,
                          batch_size=256, progress=False, float_model=None, preprocess=None,
+                         device=None,
                          **kw) -> dict:
     """A .snnq: the integer golden model against the register-level simulator, bit for bit."""
     import json
@@ -138,6 +150,9 @@ def _verify_integer_file(model, *, report_json=None, junit=None, plot=None, data
                 for k in _FLOAT_ONLY if kw.get(k) not in (None, False)]
     if plot is not None:
         warnings.append("--plot applies to .snn models only; ignored")
+    if not resolve_device(device).is_cpu:
+        warnings.append(f"--device {device}: the register-level simulator of a .snnq runs on "
+                        "the CPU; ignored")
     net = load(model)
     if data is None:
         data = str(require_recorded_file(
@@ -154,14 +169,18 @@ def _verify_integer_file(model, *, report_json=None, junit=None, plot=None, data
     d.update(model=str(model), data=str(data), kind="integer", warnings=warnings)
     snn, why = _float_source(net, float_model)
     if snn is not None:
-        d["float_comparison"] = _compare_float(net, snn, data, n, batch_size, preprocess)
+        world = distributed.from_env()  # not sharded: rank 0 compares, the others receive
+        d["float_comparison"] = distributed.from_main(
+            _compare_float(net, snn, data, n, batch_size, preprocess) if world.main else None,
+            world)
         d["float_model"] = str(float_model or net.meta["float_model"]["path"])
     elif why:
         warnings.append(why)
-    if report_json is not None:
-        atomic_write(report_json, json.dumps(d, indent=2).encode())
-    if junit is not None:
-        atomic_write(junit, integer_junit(d))
+    if distributed.from_env().main:
+        if report_json is not None:
+            atomic_write(report_json, json.dumps(d, indent=2).encode())
+        if junit is not None:
+            atomic_write(junit, integer_junit(d))
     return d
 
 

@@ -67,6 +67,17 @@ PreOpt = Annotated[Optional[list[str]], typer.Option(
     "bad_images, labels); repeatable, applied in order. Later commands start from what "
     "convert recorded. See docs/data.md.")]
 
+DeviceOpt = Annotated[str, typer.Option(
+    "--device", help="Where torch computes: auto (cuda if present, else cpu), cpu, cuda, "
+    "cuda:N or mps (no float64: refused where float64 is needed).")]
+
+
+def _main_process() -> bool:
+    """Under torchrun only rank 0 prints (every rank computes; see docs/scale.md)."""
+    from .distributed import from_env
+
+    return run(from_env).main
+
 
 @app.command()
 def convert(
@@ -108,6 +119,7 @@ def convert(
     v_init: Annotated[Optional[float], typer.Option(
         "--v-init", help="Rate coding: initial membrane as a fraction of the threshold \\[0].")]
     = None,
+    device: DeviceOpt = "cpu",
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ):
@@ -128,11 +140,16 @@ def convert(
     """
     from .api import convert_file
 
+    main = _main_process()
+    if not main:
+        quiet, as_json = True, False
     res = run(convert_file, model, output, calib=calib, input_range=input_range, margin=margin,
               percentile=percentile, tau_c=tau_c, input_shape=run(_parse_shape, input_shape),
               calib_limit=calib_limit, progress=not quiet and not as_json, windows=windows,
               coding=coding, steps=steps, channelwise=channelwise, reset=reset, v_init=v_init,
-              preprocess=preprocess)
+              preprocess=preprocess, device=device)
+    if not main:
+        return
     warn(res["summary"]["warnings"])
     if as_json:
         emit_json(res)
@@ -213,6 +230,7 @@ def verify(
     min_agreement: Annotated[Optional[float], typer.Option(
         "--min-agreement", help="Rate models: exit 1 if top-1 agreement with the ANN at the "
         "T of the model is below this percentage.")] = None,
+    device: DeviceOpt = "cpu",
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ):
@@ -224,6 +242,8 @@ def verify(
     accuracy and spikes per neuron. Given a .snnq (from finetune), runs the
     integer golden model and the tick-by-tick register-level simulator on
     every sample: logits and every layer's spike ticks must agree bit for bit.
+    Under torchrun the processes share the samples and rank 0 prints the
+    merged report (docs/scale.md).
 
     Examples:
 
@@ -233,6 +253,8 @@ def verify(
         snnconv verify model.snnq --data test.npz
         snnconv verify resnet18.snn --data images/val --n 1000
         snnconv verify rate.snn --steps 2,4,8,16,32 --min-agreement 99
+        snnconv verify model.snn --data test.npz --device cuda
+        torchrun --nproc-per-node 2 -m snnconv verify model.snn --data test.npz
 
     A rate-coded model (convert --coding rate) is not exact: verify reports
     its top-1 agreement with the ANN and accuracy for each T, spikes per
@@ -240,6 +262,9 @@ def verify(
     """
     from .api import verify_file
 
+    main = _main_process()
+    if not main:
+        quiet, as_json = True, False
     sigmas = run(_parse_floats, noise, "--noise") if noise else None
     ts = [int(t) for t in run(_parse_floats, steps, "--steps")] if steps else None
     rep = run(verify_file, model, onnx=onnx, data=data, n=n, atol=atol, rtol=rtol,
@@ -247,8 +272,9 @@ def verify(
               batch_size=batch_size, reference_n=reference_n, noise=sigmas,
               report_json=report_json, junit=junit, plot=plot, float_model=float_model,
               progress=not quiet and not as_json, steps=ts, min_agreement=min_agreement,
-              preprocess=preprocess)
-    warn(rep["warnings"])
+              preprocess=preprocess, device=device)
+    if main:
+        warn(rep["warnings"])
     if as_json:
         emit_json(rep)
     elif not quiet:
@@ -314,7 +340,7 @@ def finetune(
     = None,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue from OUTPUT.ckpt after an interruption.")] = False,
-    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    device: DeviceOpt = "cpu",
     proxy: Annotated[bool, typer.Option(
         "--proxy", help="MODEL is a rate-coded .snn: proxy learning for --steps T, writes a "
         ".snn (docs/rate.md).")] = False,
@@ -344,6 +370,8 @@ def finetune(
     """
     from .api import finetune_file
 
+    if not _main_process():
+        quiet, as_json = True, False
     talk = not quiet and not as_json
     rep = run(finetune_file, model, output, data, val=val, quantize=quantize,
               time_bits=time_bits, noise=noise, latency=latency, sparsity=sparsity,
@@ -373,6 +401,7 @@ def run_cmd(
         "--noise", help="Spike-time jitter (ticks) to test robustness.")] = 0.0,
     steps: Annotated[Optional[int], typer.Option(
         "--steps", help="Rate models: simulate T steps \\[the T of the model].")] = None,
+    device: DeviceOpt = "cpu",
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ):
@@ -384,11 +413,17 @@ def run_cmd(
         snnconv run model.snnq --data test.npz
         snnconv run model.snnq --data test.npz --out pred.npz --noise 1
         snnconv run rate.snn --data test.npz --steps 8
+        torchrun --nproc-per-node 2 -m snnconv run model.snnq --data test.npz
     """
     from .api import run_file
 
-    res = run(run_file, model, data, pred, noise=noise, steps=steps, preprocess=preprocess)
-    warn(res.get("warnings", []))
+    main = _main_process()
+    if not main:
+        quiet, as_json = True, False
+    res = run(run_file, model, data, pred, noise=noise, steps=steps, preprocess=preprocess,
+              device=device)
+    if main:
+        warn(res.get("warnings", []))
     if as_json:
         emit_json(res)
     elif not quiet:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, data as data_mod
+from . import __version__, data as data_mod, distributed
+from .devices import resolve as resolve_device
 from .errors import UsageError
 from .fileio import sha256_file
 from .importer import import_onnx
@@ -38,7 +39,8 @@ def _from_torch(module, example_input, opset: int = 17) -> bytes:
     return buf.getvalue()
 
 
-def _input_range(graph, ds, input_range, margin, warnings: list[str], batch_size: int):
+def _input_range(graph, ds, input_range, margin, warnings: list[str], batch_size: int,
+                 world: distributed.World = distributed.SINGLE):
     if input_range is not None:
         lo, hi = (np.asarray(v, np.float64) for v in input_range)
         if np.any(hi <= lo):
@@ -48,11 +50,24 @@ def _input_range(graph, ds, input_range, margin, warnings: list[str], batch_size
         lo, hi = ds.value_range
         return lo, hi, "image preprocessing (pixel values 0..255)"
     if ds is not None:
-        return data_range((xb for xb, _ in ds.batches(batch_size)), graph.input_shape, margin)
+        start, stop = _shard(ds, None, batch_size, world)
+        return data_range((xb for xb, _ in ds.batches(batch_size, stop, start)),
+                          graph.input_shape, margin, world)
     warnings.append("no calibration data and no --input-range: assumed inputs in [0, 1]; windows "
                     "hold for that range only (pass --input-range LO HI or --calib DATA to "
                     "change it)")
     return np.array(0.0), np.array(1.0), "assumed"
+
+
+def _shard(ds, n: int | None, batch_size: int, world: distributed.World):
+    """This process's [start, stop) of the first ``n`` samples (None: all). Array files and
+    image folders are shared out by whole batches; an iterable of batches cannot be."""
+    if isinstance(ds, data_mod.Dataset):
+        return distributed.shard(len(ds) if n is None else n, batch_size, world)
+    if world.many:
+        raise UsageError("under torchrun calibration data must be a file or an image folder "
+                         "(an iterable of batches cannot be shared out between processes)")
+    return 0, n
 
 
 def _source(model, example_input) -> tuple[object, dict]:
@@ -100,7 +115,7 @@ def convert(model, calib=None, *, input_range=None, margin: float = 1.5,
             percentile: float | None = None, tau_c: float = 1.0, example_input=None,
             input_shape: tuple[int, ...] | None = None, batch_size: int = 256,
             calib_limit: int | None = None, progress: bool = False,
-            windows: str = "auto", preprocess=None) -> SNN:
+            windows: str = "auto", preprocess=None, device=None) -> SNN:
     """Convert a ReLU network to an exactly equivalent TTFS SNN.
 
     ``model``: ONNX path, bytes, ``onnx.ModelProto``, or a ``torch.nn.Module`` (with
@@ -110,6 +125,8 @@ def convert(model, calib=None, *, input_range=None, margin: float = 1.5,
     (bounds over ``input_range``, exact for every input in it), "estimate" (from the network
     alone, not guaranteed) or "auto" (guaranteed unless they are over ``windows.AUTO_LIMIT``
     times the estimate).
+    ``device``: where calibration runs (``devices.resolve``; float64 there too). Under torchrun
+    the processes share the calibration batches; every process returns the same SNN.
     """
     if margin < 1.0:
         raise UsageError(f"margin {margin} < 1 would clip the calibration data itself",
@@ -126,11 +143,16 @@ def convert(model, calib=None, *, input_range=None, margin: float = 1.5,
     graph = import_onnx(model, input_shape=input_shape)
 
     ds = None
+    world = distributed.SINGLE
+    dev = resolve_device(device)
     if calib is not None:
+        dev.require_float64("calibration (float64 maxima)")
         ds = data_mod.source(calib, graph.input_shape, "calibration data",
                              preprocess=preprocess, progress=progress)
+        world = distributed.join(dev)
     warnings: list[str] = [] if ds is None else list(ds.notes)
-    lo, hi, range_src = _input_range(graph, ds, input_range, margin, warnings, batch_size)
+    lo, hi, range_src = _input_range(graph, ds, input_range, margin, warnings, batch_size,
+                                     world)
     layers = map_graph(graph, lo, hi)
 
     compared: dict = {}
@@ -138,9 +160,12 @@ def convert(model, calib=None, *, input_range=None, margin: float = 1.5,
         size = len(ds) if isinstance(ds, data_mod.Dataset) else ds.length
         n = calib_limit if size is None else size if calib_limit is None else \
             min(calib_limit, size)
-        with bar("calibrating", n, progress) as adv:
-            cal = calibrate(layers, (xb for xb, _ in ds.batches(batch_size, n)),
-                            percentile=percentile, progress=adv)
+        start, stop = _shard(ds, n, batch_size, world)
+        with bar("calibrating", None if stop is None else stop - start,
+                 progress and world.main) as adv:
+            cal = calibrate(layers, (xb for xb, _ in ds.batches(batch_size, stop, start)),
+                            percentile=percentile, progress=adv,
+                            device=None if dev.is_cpu else dev.torch, world=world)
     else:
         cal, compared, notes = choose(layers, windows, margin, graph.priors)
         warnings += notes

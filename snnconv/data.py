@@ -43,10 +43,11 @@ class Dataset:
     def labelled(self) -> bool:
         return self.y is not None
 
-    def batches(self, batch_size: int, limit: int | None = None):
-        """(x, y) batches as float64 / int arrays; NaN or Inf is an error naming the sample."""
+    def batches(self, batch_size: int, limit: int | None = None, start: int = 0):
+        """(x, y) batches as float64 / int arrays of samples [start, limit); NaN or Inf is an
+        error naming the sample."""
         n = len(self) if limit is None else min(limit, len(self))
-        for i in range(0, n, batch_size):
+        for i in range(start, n, batch_size):
             j = min(n, i + batch_size)
             xb = np.asarray(self.x[i:j], dtype=np.float64)
             bad = ~np.isfinite(xb.reshape(len(xb), -1)).all(1)
@@ -87,9 +88,11 @@ class Stream:
         self.path = self.preprocess = self.value_range = None
         self._labelled: bool | None = None
 
-    def batches(self, batch_size: int | None = None, limit: int | None = None):
+    def batches(self, batch_size: int | None = None, limit: int | None = None, start: int = 0):
         """The iterable's own batches (``batch_size`` is ignored) as arrays, y as int64 (or
-        None), at most ``limit`` samples."""
+        None), at most ``limit`` samples; from the first (``start`` must be 0)."""
+        if start:
+            raise ValueError("an iterable of batches is read from its start")
         k = 0
         for b in self.iterable:
             if limit is not None and k >= limit:

@@ -123,6 +123,8 @@ def convert_summary(res: dict) -> list:
     if s["spikes_per_neuron_calibration"] is not None:
         lines.append(f"spikes/neuron {s['spikes_per_neuron_calibration']:.3f} on the "
                      "calibration data")
+    if res.get("device"):
+        lines.append(f"device        {res['device']}")
     return lines + [f"wrote         {res['output']}"]
 
 
@@ -189,6 +191,8 @@ def _verify_float(rep: dict) -> list:
     for r in rep["noise"]:
         acc = "" if r["accuracy"] is None else f", accuracy {r['accuracy']:.2%}"
         lines.append(f"noise sigma {r['sigma']:g}: agreement {r['top1_agreement']:.2%}{acc}")
+    if rep.get("device"):
+        lines.append(f"device             {rep['device']}")
     if rep["ok"]:
         return lines + ["[bold green]EQUIVALENT[/] within tolerance"]
     return lines + [f"[bold red]MISMATCH[/] (first at {rep['first_mismatch']}):"] + \
@@ -221,6 +225,8 @@ def run_summary(res: dict) -> list:
     acc = f"accuracy {res['accuracy']:.4f}  " if "accuracy" in res else ""
     lines = [f"{res['samples']} samples  {acc}spikes/neuron {res['spikes_per_neuron']:.3f}  "
              f"latency {res['latency_ticks']} ticks  overflow {res['overflow']}"]
+    if res.get("device"):
+        lines.append(f"device {res['device']}")
     return lines + ([f"wrote {res['output']}"] if "output" in res else [])
 
 

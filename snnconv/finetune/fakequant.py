@@ -61,6 +61,15 @@ class FakeQuantNet(torch.nn.Module):
                      torch.zeros_like(r) for k, r in self.ramp.items()}
         self.out_step = like(np.asarray(net.output.step, np.float64), ref32)
 
+    def to_device(self, device) -> FakeQuantNet:
+        """Parameters and every fixed tensor on ``device`` (training on a GPU)."""
+        self.to(device)
+        for d in (self.frozen, self.ramp, self.half):
+            for k, v in d.items():
+                d[k] = v.to(device)
+        self.out_step = self.out_step.to(device)
+        return self
+
     def latent(self) -> quant.Latent:
         lat = quant.Latent()
         for la in self.net.layers:
@@ -127,7 +136,7 @@ class FakeQuantNet(torch.nn.Module):
         if not (noise and self.training):
             return v
         jit = torch.randn(v.shape, generator=generator, dtype=torch.float64)
-        jit = torch.round(jit * noise).to(v.dtype)
+        jit = torch.round(jit * noise).to(v.device, v.dtype)  # drawn on the generator's CPU
         moved = torch.clamp(v.detach() + jit, 0, la.ticks) - v.detach()
         return v + torch.where(v.detach() > 0, moved, torch.zeros_like(moved))
 

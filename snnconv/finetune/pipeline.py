@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from .. import modelfile, quant
+from ..devices import resolve as resolve_device
 from ..errors import UsageError
 from ..fileio import check_output
 from ..intmodel import QNet, save
@@ -32,7 +33,7 @@ class FinetuneResult:
 
 
 def finetune(snn: SNN, data=None, *, val=None, test=None, config=None, target=None,
-             output=None, resume: bool = False, device: str = "cpu", progress: bool = False,
+             output=None, resume: bool = False, device="cpu", progress: bool = False,
              log=None, float_model=None, preprocess=None, **options) -> FinetuneResult:
     """Fine-tune ``snn`` for integer hardware; returns the integer network and the report.
 
@@ -41,16 +42,21 @@ def finetune(snn: SNN, data=None, *, val=None, test=None, config=None, target=No
     ``preprocess`` on top of the preprocessing recorded at conversion). ``options``: any
     FinetuneConfig field (quantize, time_bits, ...); they override ``config`` (a YAML file).
     ``target``: hardware profile YAML. ``output``: the .snnq path (its ``.ckpt`` sibling holds
-    checkpoints for ``resume``).
+    checkpoints for ``resume``). ``device``: where the training steps run
+    (``devices.resolve``); evaluation and the export stay on the CPU.
     """
     cfg, files = FinetuneConfig.from_sources(config, **options)
-    prof = _hardware(snn, cfg, files.target if target is None else target, device)
+    dev = resolve_device(device)
+    dev.require_float64("fine-tuning (the export is checked in float64)")
+    prof = _hardware(snn, cfg, files.target if target is None else target)
     say = log or (lambda m: None)
     warnings: list[str] = []
     sets = run_data(snn, cfg, files.data if data is None else data,
                     files.val if val is None else val, test, warnings, say, preprocess,
                     progress)
-    rank, world = init_dist()
+    rank, world = init_dist(dev)
+    if not dev.is_cpu or dev.note:
+        say(f"training steps on {dev.describe()}")
     torch.manual_seed(cfg.seed)
 
     post = post_training(snn, cfg, prof, sets.train, progress and rank == 0, say)
@@ -58,7 +64,7 @@ def finetune(snn: SNN, data=None, *, val=None, test=None, config=None, target=No
     ptq_eval = evaluate_q(post.model, sets.valid, teacher=snn, distill=cfg.distill)
 
     trainer = Trainer(post.model, snn, cfg, sets.train, sets.valid, output=output, rank=rank,
-                      world=world, progress=progress, say=say)
+                      world=world, progress=progress, say=say, device=dev)
     trainer.begin(ptq_eval, resume)
     model = trainer.run()
     final = quant.with_latent(post.net, model.latent())
@@ -66,20 +72,19 @@ def finetune(snn: SNN, data=None, *, val=None, test=None, config=None, target=No
 
     rep = report_mod.build(cfg, prof, snn, post, final, trainer, sets, sens, ptq_eval,
                            warnings, say)
+    if not dev.is_cpu or dev.note:
+        rep["device"] = dev.describe()
     report_mod.record(final, cfg, rep, snn, float_model, sets.path, sets.preprocess)
     if output is not None and rank == 0:
         save(final, output)
     return FinetuneResult(final, rep, model, warnings)
 
 
-def _hardware(snn: SNN, cfg: FinetuneConfig, target, device: str) -> quant.Profile:
+def _hardware(snn: SNN, cfg: FinetuneConfig, target) -> quant.Profile:
     """The hardware profile, refusing what this version cannot fine-tune."""
     quant.check_supported(snn)
     prof = quant.load_profile(target)
     cfg.quant_config().check(prof)
-    if device != "cpu":
-        raise UsageError(f"--device {device}: fine-tuning runs on the CPU only in this version",
-                         hint="use --device cpu (several CPU processes: torchrun)")
     return prof
 
 

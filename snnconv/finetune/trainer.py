@@ -19,7 +19,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import distributed
 from ..data import Dataset, Stream
+from ..devices import CPU, Device
 from ..errors import DataError, UsageError
 from ..fileio import atomic_write
 from ..intmodel import encode_input
@@ -30,13 +32,13 @@ from .evaluate import evaluate_q, teacher_logits
 from .fakequant import WEIGHTED_KINDS, FakeQuantNet, param_key
 
 
-def init_dist() -> tuple[int, int]:
-    """(rank, world size); under torchrun (WORLD_SIZE > 1) joins the process group first (gloo:
-    the training tensors live on the CPU)."""
+def init_dist(device: Device = CPU) -> tuple[int, int]:
+    """(rank, world size); under torchrun (WORLD_SIZE > 1) joins the process group first (gloo,
+    or nccl when training on CUDA devices)."""
     import torch.distributed as dist
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("gloo")
+        distributed.join(device)
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
@@ -67,8 +69,9 @@ class Trainer:
     def __init__(self, model: FakeQuantNet, teacher: SNN, cfg: FinetuneConfig,
                  train: Dataset | Stream, valid: Dataset | Stream, *, output=None,
                  rank: int = 0, world: int = 1, progress: bool = False,
-                 say: Callable[[str], None] = lambda m: None):
+                 say: Callable[[str], None] = lambda m: None, device: Device = CPU):
         self.model, self.teacher, self.cfg = model, teacher, cfg
+        self.device = device
         self.train, self.valid = train, valid
         self.rank, self.world, self.progress, self.say = rank, world, progress, say
         self.ckpt = checkpoint_path(output)
@@ -106,14 +109,30 @@ class Trainer:
                  f"epoch {self.best['epoch']})")
 
     def run(self) -> FakeQuantNet:
-        """Train the remaining epochs; returns the model holding the kept epoch's state."""
+        """Train the remaining epochs; returns the model holding the kept epoch's state.
+
+        On another device than the CPU each epoch's steps run there and the model comes back to
+        the CPU for its evaluation, checkpoints and the export."""
         fwd = self.model
-        if self.world > 1:
+        if self.world > 1 and self.device.is_cpu:
             fwd = torch.nn.parallel.DistributedDataParallel(self.model)
         tensors = self._in_memory()
         for epoch in range(self.first, self.cfg.epochs + 1):
             self._epoch(epoch, fwd, tensors)
         self.model.load_state_dict(self.best["state"])
+        return self.model
+
+    def _to(self, device: Device):
+        """Model and optimiser state on ``device``; returns the forward to train (DDP-wrapped
+        under torchrun)."""
+        self.model.to_device(device.torch)
+        for st in self.opt.state.values():
+            for k, v in st.items():
+                if torch.is_tensor(v) and k != "step":  # Adam keeps its step count on the CPU
+                    st[k] = v.to(device.torch)
+        if self.world > 1 and not device.is_cpu:
+            ids = [device.torch.index] if device.type == "cuda" else None
+            return torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         return self.model
 
     def _in_memory(self) -> tuple | None:
@@ -136,11 +155,15 @@ class Trainer:
         t_ep = time.perf_counter()
         tot_loss = n_seen = 0
         nb, it = self._batches(gen, tensors)
+        if not self.device.is_cpu:
+            fwd = self._to(self.device)
         with bar(f"epoch {epoch}/{cfg.epochs}", nb, self.progress and self.rank == 0) as adv:
             for xb, yb, tb in it:
                 tot_loss += self._step(fwd, xb, yb, tb, gen) * len(yb)
                 n_seen += len(yb)
                 adv(1)
+        if not self.device.is_cpu:
+            self._to(CPU)
         self.epoch_seconds.append(time.perf_counter() - t_ep)
         ev = evaluate_q(self.model, self.valid, teacher=self.teacher, distill=cfg.distill)
         rec = {"epoch": epoch, "loss": tot_loss / max(1, n_seen), "val_accuracy": ev["accuracy"],
@@ -176,6 +199,10 @@ class Trainer:
     def _step(self, fwd, xb, yb, tb, gen) -> float:
         """One Adam step on cross-entropy (+ distillation, + sparsity); returns the loss."""
         cfg = self.cfg
+        if not self.device.is_cpu:
+            dev = self.device.torch
+            xb, yb = xb.to(dev), yb.to(dev)
+            tb = None if tb is None else tb.to(dev)
         act: list | None = [] if cfg.sparsity else None
         logits = fwd(xb, noise=cfg.noise, generator=gen, activity=act)
         real = logits.float() * self.model.out_step

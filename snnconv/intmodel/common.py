@@ -19,8 +19,8 @@ def encode_input(layer: QInput, x, dtype=torch.float64) -> torch.Tensor:
     """Input value -> ticks: u = (x - lo)/(hi - lo) clipped to [0, 1], x_ticks = round(u*T)
     (half up), computed in float64 so every path encodes identically."""
     x = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x).to(torch.float64)
-    lo = torch.as_tensor(np.asarray(layer.lo, np.float64))
-    hi = torch.as_tensor(np.asarray(layer.hi, np.float64))
+    lo = torch.as_tensor(np.asarray(layer.lo, np.float64), device=x.device)
+    hi = torch.as_tensor(np.asarray(layer.hi, np.float64), device=x.device)
     u = torch.clamp((x - lo) / (hi - lo), 0.0, 1.0)
     return torch.floor(u * layer.ticks + 0.5).clamp(0, layer.ticks).to(dtype)
 
@@ -28,10 +28,10 @@ def encode_input(layer: QInput, x, dtype=torch.float64) -> torch.Tensor:
 class Compiled:
     """Integer arrays of a QNet as torch tensors (converted once per run): all in ``dtype``, or
     with ``dtype=None`` each layer in the narrowest float dtype that holds its sums exactly
-    (``layer_dtypes``)."""
+    (``layer_dtypes``). ``device``: where the tensors live (None: the CPU)."""
 
-    def __init__(self, net: QNet, dtype: torch.dtype | None):
-        self.dtype, self.net = dtype, net
+    def __init__(self, net: QNet, dtype: torch.dtype | None, device=None):
+        self.dtype, self.device, self.net = dtype, device, net
         self._fast = None
         self.dtypes = layer_dtypes(net) if dtype is None else \
             {la.name: dtype for la in net.layers}
@@ -40,7 +40,7 @@ class Compiled:
         for la in net.layers:
             if not isinstance(la, QSynaptic):
                 continue
-            ref = torch.zeros((), dtype=self.dtypes[la.name])
+            ref = torch.zeros((), dtype=self.dtypes[la.name], device=device)
             for gi, g in enumerate(la.groups):
                 self.arrays[(la.name, gi)] = [None if op_array(o) is None else
                                               like(op_array(o), ref) for o in g.ops]
@@ -51,12 +51,14 @@ class Compiled:
 
     def fast(self):
         """The net as an onnxruntime graph (``backends.onnx_golden``), built on first use;
-        None when its sums or registers need the torch path (float64, overflow)."""
+        None when its sums or registers need the torch path (float64, overflow) or the
+        tensors live on another device."""
         if self._fast is None:
             from ..backends import onnx_golden
 
             self._fast = False
-            if self.dtype is None and onnx_golden.unsupported(self.net) is None:
+            if self.dtype is None and self.device is None and \
+                    onnx_golden.unsupported(self.net) is None:
                 self._fast = onnx_golden.OnnxGolden(self.net)
         return self._fast or None
 
@@ -66,9 +68,9 @@ class Compiled:
         return x
 
 
-def channel_select(la: QPool, mins: np.ndarray) -> torch.Tensor:
+def channel_select(la: QPool, mins: np.ndarray, device=None) -> torch.Tensor:
     """The min-pool channels as a mask broadcastable to a batch of the layer."""
-    return torch.as_tensor(mins).reshape((1, -1) + (1,) * (len(la.shape) - 1))
+    return torch.as_tensor(mins, device=device).reshape((1, -1) + (1,) * (len(la.shape) - 1))
 
 
 def pool_values(net: QNet, la: QPool, x: torch.Tensor) -> torch.Tensor:
@@ -78,7 +80,7 @@ def pool_values(net: QNet, la: QPool, x: torch.Tensor) -> torch.Tensor:
     if not mins.any():
         return kernels.pool(x, "max", *args)
     mx, mn = kernels.pool(x, "max", *args), kernels.pool(x, "min", *args)
-    return torch.where(channel_select(la, mins), mn, mx)
+    return torch.where(channel_select(la, mins, x.device), mn, mx)
 
 
 def limit(v: torch.Tensor, bits: int, mode: str) -> tuple[torch.Tensor, torch.Tensor | None]:

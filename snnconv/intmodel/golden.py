@@ -32,6 +32,8 @@ def golden(net: QNet, x, record: bool | set = False, dtype: torch.dtype | None =
         if fast is not None:
             return fast(x)
     comp = compiled if compiled is not None and compiled.dtype == dtype else Compiled(net, dtype)
+    if comp.device is not None:  # a batch for another device than the CPU goes there first
+        x = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x).to(comp.device)
     res = IntResult(logits=None)
 
     def step(la, env):
@@ -78,17 +80,17 @@ def _fire_int64(la: QSynaptic, z: torch.Tensor, d: torch.dtype, mode: str, res: 
     z, bad = limit(z.to(torch.int64), la.widths["V"], mode)
     nb = 0 if bad is None else int(bad.sum())
     if bad is None:
-        bad = torch.zeros((), dtype=torch.bool)
+        bad = torch.zeros((), dtype=torch.bool, device=z.device)
     if isinstance(la, QReadout):
-        res.logits = z + torch.as_tensor(np.asarray(la.bias, np.int64))
+        res.logits = z + torch.as_tensor(np.asarray(la.bias, np.int64), device=z.device)
         res.overflow[la.name] = nb
         return res.logits
-    r = torch.as_tensor(np.asarray(la.ramp, np.int64))
+    r = torch.as_tensor(np.asarray(la.ramp, np.int64), device=z.device)
     end = z + r * la.ticks  # V after the last phase-2 tick
     hi, lo = 2 ** (la.widths["V"] - 1) - 1, -(2 ** (la.widths["V"] - 1))
     nb += int((((end > hi) | (end < lo)) & ~bad).sum())
     res.overflow[la.name] = nb
-    b = torch.as_tensor(np.asarray(la.bias, np.int64))
+    b = torch.as_tensor(np.asarray(la.bias, np.int64), device=z.device)
     xi = torch.clamp(torch.div(z + b, r, rounding_mode="floor"), 0, la.ticks)
     return _jitter(xi.to(d), la.ticks, noise, generator)
 
@@ -98,8 +100,9 @@ def _jitter(v: torch.Tensor, ticks: int, noise: float, generator) -> torch.Tenso
     do not jitter; a jittered spike stays in its window."""
     if not noise:
         return v
+    # drawn on the CPU (the generator's device): every device sees the same jitter
     jit = torch.round(torch.randn(v.shape, generator=generator, dtype=torch.float64) * noise)
-    return torch.where(v > 0, torch.clamp(v + jit.to(v.dtype), 0, ticks), v)
+    return torch.where(v > 0, torch.clamp(v + jit.to(v.device, v.dtype), 0, ticks), v)
 
 
 def _fire_in_range(la: QSynaptic, z: torch.Tensor, comp: Compiled, noise: float,
@@ -119,7 +122,8 @@ def _fire_in_range(la: QSynaptic, z: torch.Tensor, comp: Compiled, noise: float,
     if zmin < lo or zmax > hi:
         return None
     if isinstance(la, QReadout):
-        return z.to(torch.int64) + torch.as_tensor(np.asarray(la.bias, np.int64))
+        return z.to(torch.int64) + torch.as_tensor(np.asarray(la.bias, np.int64),
+                                                   device=z.device)
     r = np.asarray(la.ramp, np.float64)
     if zmin + float(r.min()) * la.ticks < lo or zmax + float(r.max()) * la.ticks > hi:
         return None  # V after the last phase-2 tick might leave the register

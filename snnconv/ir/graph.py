@@ -49,7 +49,7 @@ class Graph:
 
     def forward(self, x, keep: set[str] | None = None, dtype=torch.float64):
         """Float64 reference evaluation. Returns the output, and the tensors named in ``keep``."""
-        x = torch.as_tensor(np.asarray(x), dtype=dtype)
+        x = torch.as_tensor(x if torch.is_tensor(x) else np.asarray(x), dtype=dtype)
         if tuple(x.shape[1:]) != tuple(self.input_shape):
             raise ValueError(f"input shape {tuple(x.shape[1:])} != {self.input_shape}")
         keep = keep or set()

@@ -19,7 +19,8 @@ from .simulate import simulate
 from .verify import verify_rate
 
 #: options of the TTFS conversion that mean nothing for rate coding (their CLI defaults)
-TTFS_ONLY = {"input_range": None, "margin": 1.5, "tau_c": 1.0, "windows": "auto"}
+TTFS_ONLY = {"input_range": None, "margin": 1.5, "tau_c": 1.0, "windows": "auto",
+             "preprocess": None, "device": "cpu"}
 TTFS_VERIFY = {"atol": None, "rtol": None, "rtol64": 1e-9, "allow_clipping": False,
                "simulator": "closed", "reference_n": 16, "noise": None}
 

@@ -107,14 +107,14 @@ def potential_at_t_min(snn: SNN, layer: Layer, events: list[torch.Tensor],
         if k_steps > 1:
             order = torch.sort(flat, dim=1).values[:, :m_max]
     v = None
-    prev = torch.full((n,), start, dtype=dtype)
+    prev = torch.full((n,), start, dtype=dtype, device=events[0].device)
     for k in range(1, k_steps + 1):
         if k < k_steps:
             idx = torch.clamp(torch.div(k * count + k_steps - 1, k_steps, rounding_mode="floor")
                               - 1, min=0)
             end = torch.where(count > 0, order.gather(1, idx[:, None])[:, 0], prev)
         else:
-            end = torch.zeros((n,), dtype=dtype)  # after the last arrival the slope holds
+            end = torch.zeros_like(prev)  # after the last arrival the slope holds
         for g, e in zip(layer.groups, events):
             shape = (-1,) + (1,) * (e.dim() - 1)
             ramp = (torch.clamp(end.reshape(shape) - e, min=0.0)
@@ -152,7 +152,7 @@ def pool(layer: PoolLayer, r: torch.Tensor) -> torch.Tensor:
         return earliest
     if earliest is None:
         return latest
-    sel = torch.as_tensor(mins).reshape((1, -1) + (1,) * len(out))
+    sel = torch.as_tensor(mins, device=r.device).reshape((1, -1) + (1,) * len(out))
     return torch.where(sel, latest, earliest)
 
 

@@ -35,8 +35,8 @@ GEMM_CHUNK_BYTES = 4 * 2 ** 20
 def conv(x, weight, bias, stride, pads_begin, pads_end, dilation, groups):
     nd = weight.dim() - 2
     x = pad_spatial(x, pads_begin, pads_end)
-    if x.dtype == torch.float64 and nd == 2 and groups == 1 and \
-            weight[0].numel() >= GEMM_MIN_FAN_IN:
+    if x.dtype == torch.float64 and nd == 2 and groups == 1 and x.device.type == "cpu" and \
+            weight[0].numel() >= GEMM_MIN_FAN_IN:  # a CPU remedy: a GPU has float64 conv2d
         out = [(n - d * (k - 1) - 1) // s + 1 for n, k, s, d in
                zip(x.shape[2:], weight.shape[2:], stride, dilation)]
         if min(out) > 0 and x.shape[0] > 0:
@@ -57,7 +57,7 @@ def _conv2d_gemm(x, weight, bias, stride, dilation, out):
     fan_in = weight[0].numel()
     chunk = max(1, min(n, GEMM_CHUNK_BYTES // (positions * fan_in * x.element_size())))
     wt = weight.reshape(cout, -1).t()
-    y = torch.empty((n, cout, *out), dtype=x.dtype)
+    y = torch.empty((n, cout, *out), dtype=x.dtype, device=x.device)
     for i in range(0, n, chunk):
         cols = F.unfold(x[i:i + chunk], tuple(weight.shape[2:]), dilation=tuple(dilation),
                         stride=tuple(stride))

@@ -59,7 +59,9 @@ def fire(layer: NeuronLayer, v: torch.Tensor, tau_c: float, st: LayerStats, sd: 
         st.clipped = int((raw > w).sum())
     s = torch.clamp(raw, 0.0, w)
     if sd:
-        jit = torch.randn(s.shape, generator=generator, dtype=s.dtype) * (sd * tau_c)
+        # drawn on the CPU (the generator's device) so every device sees the same jitter
+        jit = torch.randn(s.shape, generator=generator, dtype=s.dtype).to(s.device)
+        jit = jit * (sd * tau_c)
         s = torch.where(s > 0, torch.clamp(s + jit, 0.0, w), s)
     return s
 
@@ -68,19 +70,25 @@ def fire(layer: NeuronLayer, v: torch.Tensor, tau_c: float, st: LayerStats, sd: 
 def simulate(snn: SNN, x, dtype=torch.float64, record: bool | set[str] = False,
              observe: Callable[[Layer, torch.Tensor], None] | None = None,
              noise: float | dict[str, float] = 0.0, generator: torch.Generator | None = None,
-             backend: str = "torch") -> SimResult:
+             backend: str = "torch", device=None) -> SimResult:
     """Run a batch. ``noise``: Gaussian jitter of hidden spike times (std in units of tau_c),
     one for every layer or per layer name (a layer not named does not jitter).
 
     ``backend``: "torch" (this reference implementation), "onnx" (the same computation compiled
     to an onnxruntime session, cached on the SNN; see ``snnconv.backends.onnx_backend``) or
     "auto" (onnx for float32 runs without ``observe`` or ``noise``, else torch).
+
+    ``device``: ``auto``, ``cpu``, ``cuda[:N]``, ``mps`` or a torch device (``devices.resolve``);
+    the batch is computed there and the result's tensors stay there. Default: where ``x`` is
+    (the CPU for arrays). MPS runs float32 only.
     """
     if backend != "torch":
         fast = _fast_backend(backend, dtype, observe, noise)
         if fast is not None:
             return fast.compiled(snn, dtype, record)(x)
     x = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x, dtype=dtype)
+    if device is not None:
+        x = _on(x, device, dtype)
     tau = float(snn.tau_c)
     res = SimResult(logits=None)
 
@@ -105,6 +113,15 @@ def simulate(snn: SNN, x, dtype=torch.float64, record: bool | set[str] = False,
 
     walk_layers(snn.layers, step)
     return res
+
+
+def _on(x: torch.Tensor, device, dtype) -> torch.Tensor:
+    from ..devices import resolve
+
+    dev = resolve(device)
+    if dtype == torch.float64:
+        dev.require_float64("a float64 simulation (pass dtype=torch.float32)")
+    return x.to(dev.torch)
 
 
 def _fast_backend(backend, dtype, observe, noise):

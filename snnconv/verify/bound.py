@@ -72,13 +72,15 @@ class Float32Bound:
             g, an, b = self.terms[id(node)]
             e = an.forward(xs[0].to(torch.float32).abs_().mul_(g).add_(es[0]))
             if b is not None:  # an Affine's shift broadcasts as stored; a bias is per channel
+                b = b.to(e.device)
                 e = e + (b if isinstance(node, ir.Affine) else
                          b.reshape((1, -1) + (1,) * (e.dim() - 2)))
             return e
         if isinstance(node, ir.Add):
             return y.to(torch.float32).abs_().mul_(EPS32).add_(es[0]).add_(es[1])
         if isinstance(node, ir.PRelu):  # Lipschitz max(1, |slope|), one rounded product
-            lip = torch.clamp(torch.as_tensor(np.abs(node.slope), dtype=torch.float32), min=1.0)
+            lip = torch.clamp(torch.as_tensor(np.abs(node.slope), dtype=torch.float32,
+                                              device=y.device), min=1.0)
             return y.to(torch.float32).abs_().mul_(EPS32).add_(lip * es[0])
         if isinstance(node, ir.Abs):
             return es[0]

@@ -1,6 +1,11 @@
 """The checks of a verify, one accumulator each: ``update(batch)`` per batch of samples, then
 ``result()``, the report fields it fills (per-layer fields under "layers"). Errors are per
-sample: max|a - b| / max|ref|."""
+sample: max|a - b| / max|ref|.
+
+Each accumulator's ``state()`` is plain data (numbers in dicts) and ``merge(state)`` folds in
+another process's: maxima and integer counts, so merging the states of processes that verified
+disjoint batches gives exactly the state one process reaches over all of them.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +27,19 @@ def per_sample_rel(a: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, to
     err = (a - ref).abs_().amax(1) if a.shape[1] else torch.zeros(len(a), dtype=a.dtype)
     den = ref.abs().amax(1) if ref.shape[1] else torch.ones(len(a), dtype=a.dtype)
     return err, err / torch.clamp(den, min=1e-300)
+
+
+def _max(a, b):
+    """The larger of two maxima, either of which may be None (never measured)."""
+    return b if a is None else a if b is None else max(a, b)
+
+
+def _merge_rows(rows: dict, other: dict, fold) -> None:
+    """Fold per-layer rows of another process into ``rows``, field by field."""
+    for name, row in other.items():
+        mine = rows[name]
+        for k, v in row.items():
+            mine[k] = fold(mine[k], v)
 
 
 def expected(layer: Layer, t: torch.Tensor, tau: float) -> torch.Tensor:
@@ -86,6 +104,12 @@ class LayerErrors:
     def result(self) -> dict:
         return {"layers": self.rows}
 
+    def state(self) -> dict:
+        return {"rows": self.rows}
+
+    def merge(self, st: dict) -> None:
+        _merge_rows(self.rows, st["rows"], _max)
+
 
 class LayerCounts:
     """Per layer, the simulator's counts: clipped values (for the input layer, inputs outside
@@ -106,6 +130,12 @@ class LayerCounts:
 
     def result(self) -> dict:
         return {"layers": self.rows, "clipped_inputs": self.rows[self.snn.input.name]["clipped"]}
+
+    def state(self) -> dict:
+        return {"rows": self.rows}
+
+    def merge(self, st: dict) -> None:
+        _merge_rows(self.rows, st["rows"], lambda a, b: a + b)
 
 
 def fan_out(ops, src_shape) -> torch.Tensor:
@@ -157,6 +187,17 @@ class Events:
                 self.neurons += la.size * len(b)
         self.samples += len(b)
 
+    def state(self) -> dict:
+        # synops: a sum of integer fan-outs, exact in float64 below 2^53 in any order
+        return {"synops": self.synops, "spikes": self.spikes, "neurons": self.neurons,
+                "samples": self.samples}
+
+    def merge(self, st: dict) -> None:
+        self.synops += st["synops"]
+        self.spikes += st["spikes"]
+        self.neurons += st["neurons"]
+        self.samples += st["samples"]
+
     def result(self) -> dict:
         return {"spikes_per_neuron": self.spikes / max(1, self.neurons),
                 "synops_per_sample": self.synops / max(1, self.samples),
@@ -186,6 +227,15 @@ class OutputErrors:
         self.ratio = max(self.ratio, float((diff / torch.clamp(b.allowed, min=1e-300)).max()))
         self.bound_rel = max(self.bound_rel, float(
             (b.allowed.amax(1) / torch.clamp(b.ort_y.abs().amax(1), min=1e-300)).max()))
+
+    _FIELDS = ("mapping", "ort", "ratio", "bound_rel", "windowed_dev")
+
+    def state(self) -> dict:
+        return {k: getattr(self, k) for k in self._FIELDS}
+
+    def merge(self, st: dict) -> None:
+        for k in self._FIELDS:
+            setattr(self, k, max(getattr(self, k), st[k]))
 
     def result(self) -> dict:
         return {"mapping_err_max": self.mapping, "ort_err_max": self.ort,
@@ -224,6 +274,14 @@ class TopOne:
             else:
                 self.disagreements += 1
 
+    def state(self) -> dict:
+        return {"agree": self.agree, "near_ties": self.near_ties,
+                "disagreements": self.disagreements, "samples": self.samples}
+
+    def merge(self, st: dict) -> None:
+        for k, v in st.items():
+            setattr(self, k, getattr(self, k) + v)
+
     def result(self) -> dict:
         return {"samples": self.samples, "top1_agreement": self.agree / max(1, self.samples),
                 "near_ties": self.near_ties, "disagreements": self.disagreements}
@@ -243,6 +301,13 @@ class Accuracy:
             yt = torch.as_tensor(b.y)
             self.snn += int((classes[0] == yt).sum())
             self.ann += int((classes[1] == yt).sum())
+
+    def state(self) -> dict:
+        return {"ann": self.ann, "snn": self.snn, "samples": self.samples}
+
+    def merge(self, st: dict) -> None:
+        for k, v in st.items():
+            setattr(self, k, getattr(self, k) + v)
 
     def result(self) -> dict:
         if not (self.labelled and self.samples):

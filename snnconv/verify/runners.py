@@ -12,6 +12,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from ..devices import CPU, Device, to_cpu
 from ..snn.equivalent import forward as windowed_forward
 from ..snn.event import simulate_events
 from ..importer.runtime import float64_model, reference_evaluator, runtime_model
@@ -118,8 +119,9 @@ class Runs:
     """Every computation of one verify, run batch by batch over its data."""
 
     def __init__(self, snn: SNN, inputs: Inputs, tol: Tolerance, sim: Simulator,
-                 allow_clipping: bool):
+                 allow_clipping: bool, device: Device = CPU):
         self.snn, self.inputs, self.tol, self.sim = snn, inputs, tol, sim
+        self.device, self.allow_clipping = device, allow_clipping
         self.tensors = inputs.tensors
         self.ort = OrtRunner(inputs.onnx_path, self.tensors)
         self.ort_tensors = [t for t in self.tensors if t in self.ort.names]
@@ -127,15 +129,21 @@ class Runs:
         self.caps = ({la.name: la.window / float(snn.tau_c) for la in snn.neuron_layers()}
                      if allow_clipping else None)
 
-    def batches(self, batch_size: int) -> Iterator[Batch]:
-        for xb, yb in self.inputs.ds.batches(batch_size, self.inputs.total):
+    def batches(self, batch_size: int, start: int = 0,
+                stop: int | None = None) -> Iterator[Batch]:
+        """The batches of samples [start, stop) (default: all verified samples)."""
+        stop = self.inputs.total if stop is None else stop
+        for xb, yb in self.inputs.ds.batches(batch_size, stop, start):
             yield self.compute(xb, yb)
 
     def compute(self, xb: np.ndarray, yb: np.ndarray | None) -> Batch:
         """One batch through the SNN, the float64 network (and bound), onnxruntime and, with
-        clipping allowed, the windowed network."""
+        clipping allowed, the windowed network. On another device than the CPU the torch
+        computations run there (in float64 too) and the batch comes back to the CPU."""
         xb32 = xb.astype(np.float32)
         x64 = torch.as_tensor(xb32.astype(np.float64))
+        if not self.device.is_cpu:
+            x64 = x64.to(self.device.torch)
         ort_out = self.ort.run(xb32, self.ort_tensors)
         bound32 = None
         if self.tol.uses_bound:  # the float32 error bound in the same pass
@@ -151,5 +159,10 @@ class Runs:
                 observe=lambda la, v: windowed.__setitem__(la.name, v))
         ort_y = torch.as_tensor(ort_out[self.inputs.graph.output].astype(np.float64)).reshape(
             res.logits.shape)
+        allowed = self.tol.elementwise(ort_y.to(ref64.device), ref64, bound32)
+        if not self.device.is_cpu:  # the checks run on the CPU
+            x64, ref64, allowed = x64.cpu(), ref64.cpu(), allowed.cpu()
+            res.logits, values, kept = res.logits.cpu(), to_cpu(values), to_cpu(kept)
+            windowed = None if windowed is None else to_cpu(windowed)
         return Batch(x64, yb, res.logits, values, res.stats, ref64, kept, ort_out, ort_y,
-                     self.tol.elementwise(ort_y, ref64, bound32), windowed)
+                     allowed, windowed)

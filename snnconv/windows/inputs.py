@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import distributed
+
 #: Levels of an 8-bit image channel.
 LEVELS = 256
 #: A grid spanning more levels than this is taken for 8-bit data.
@@ -44,6 +46,21 @@ class RangeObserver:
             self.lo[c], self.hi[c] = min(self.lo[c], r.min()), max(self.hi[c], r.max())
             if self.values[c] is not None:
                 u = np.union1d(self.values[c], np.unique(r))
+                self.values[c] = u if u.size <= MAX_DISTINCT else None
+
+    def state(self) -> dict:
+        return {"lo": self.lo, "hi": self.hi, "values": self.values}
+
+    def merge(self, st: dict) -> None:
+        """Fold in another process's observations: exactly what observing its batches here
+        would have given (extremes, and the union of distinct values, dropped past
+        MAX_DISTINCT as ``update`` drops it)."""
+        self.lo, self.hi = np.minimum(self.lo, st["lo"]), np.maximum(self.hi, st["hi"])
+        for c, v in enumerate(st["values"]):
+            if self.values[c] is None or v is None:
+                self.values[c] = None
+            else:
+                u = np.union1d(self.values[c], v)
                 self.values[c] = u if u.size <= MAX_DISTINCT else None
 
     def observed(self) -> tuple[np.ndarray, np.ndarray]:
@@ -88,12 +105,19 @@ def natural_range(obs: RangeObserver, margin: float) -> tuple[np.ndarray, np.nda
     return lo, hi, rules
 
 
-def data_range(batches, shape: tuple, margin: float) -> tuple[np.ndarray, np.ndarray, str]:
+def data_range(batches, shape: tuple, margin: float,
+               world: distributed.World = distributed.SINGLE) -> tuple[np.ndarray, np.ndarray, str]:
     """(lo, hi, description) for inputs of per-sample ``shape`` from the calibration batches;
-    per channel for images (shape C x ...), one range otherwise."""
+    per channel for images (shape C x ...), one range otherwise. Under torchrun (``world``)
+    each process observes its own batches and all get the merged range."""
     obs = RangeObserver(shape)
     for xb in batches:
         obs.update(xb)
+    if world.many:
+        states = distributed.gather(obs.state(), world)
+        obs = RangeObserver(shape)
+        for st in states:
+            obs.merge(st)
     lo, hi, rules = natural_range(obs, margin)
     if obs.per_channel:
         cs = (-1,) + (1,) * (len(shape) - 1)
