@@ -327,3 +327,12 @@ def test_counts_in_the_blocked_layout_equal_the_reference(models, name):
     ref = simulate(snn, x, torch.float32)
     assert {k: (v.spikes, v.clipped) for k, v in got.stats.items()} == \
         {k: (v.spikes, v.clipped) for k, v in ref.stats.items()}
+    # small batches run the graph that counts each stage's layers together: same counts
+    small = onnx_backend.SMALL_BATCH
+    parts = [sim(x[i:i + small]) for i in range(0, len(x), small)]
+    assert sim._small is not None
+    for la in snn.layers:
+        if la.name in got.stats:
+            assert sum(p.stats[la.name].spikes for p in parts) == got.stats[la.name].spikes
+            assert sum(p.stats[la.name].clipped for p in parts) == got.stats[la.name].clipped
+    assert torch.equal(torch.cat([p.logits for p in parts]), got.logits)

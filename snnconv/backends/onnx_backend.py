@@ -18,7 +18,6 @@ assembled and run, and sessions are cached on the SNN.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -27,30 +26,26 @@ from onnx import TensorProto, helper
 
 from ..snn import SNN, InputLayer, NeuronLayer, PoolLayer, ReadoutLayer
 from ..snn.results import LayerStats, SimResult
-from .onnx_emit import emit_fire, emit_input, emit_pool, emit_potential
-from .onnx_counts import Counts, rounded_totals
+from .onnx_emit import emit_fire, emit_input, emit_pool, emit_potential, InputCounts
+from .onnx_counts import CountLayout, Counts
 from .onnx_graph import ELEM, EXTERNAL_MIN_SIZE, NP, Emitter, UnsupportedError, open_session
 
 OPSET = 18
+#: batches up to this size run the graph that counts each stage's layers together
+SMALL_BATCH = 8
 __all__ = ["EXTERNAL_MIN_SIZE", "OPSET", "OnnxSimulator", "UnsupportedError", "available",
            "build_model", "compiled", "forget"]
 
 
-@dataclass
-class CountLayout:
-    """What the ``stats`` output's columns are, and the windows of the ``peaks`` columns
-    (None: every clipped count is in ``stats``)."""
-
-    names: list[tuple[str, str]]
-    peak_windows: np.ndarray | None = None
-
-
 def build_model(snn: SNN, dtype=torch.float32, record=False, stats: bool = True,
-                external: dict[str, np.ndarray] | None = None, peaks: bool = True):
+                external: dict[str, np.ndarray] | None = None, peaks: bool = True,
+                group: bool = False):
     """The ONNX model of ``simulate(snn, x, dtype)``: input ``x`` (N, *input shape), outputs
-    ``logits``, ``stats`` ((N, k) per-sample spike and clip counts), ``peaks`` (convolutional
-    layers' largest offset per channel, instead of their clipped counts; see onnx_counts) and
-    ``s:<layer>`` for recorded layers. Returns (model, CountLayout, recorded layer names).
+    ``logits``, the spike and clip counts (``CountLayout.outputs``; with ``peaks`` the
+    convolutional layers' largest offsets per channel instead of their clipped counts, and the
+    input counted on the host; see onnx_counts) and ``s:<layer>`` for recorded layers;
+    ``group`` counts the layers of one spatial size together. Returns (model, CountLayout,
+    recorded layer names).
     With ``external`` (a dict), large arrays are left out of the model (external placeholders)
     and put there, for ``SessionOptions.add_external_initializers``."""
     if dtype not in ELEM:
@@ -59,7 +54,7 @@ def build_model(snn: SNN, dtype=torch.float32, record=False, stats: bool = True,
     if max(la.size for la in snn.layers) >= 2 ** 24:  # pragma: no cover - 16M neurons/sample
         em.count_elem = TensorProto.DOUBLE
     env: dict[str, str] = {}
-    counts = Counts(em, peaks) if stats else None
+    counts = Counts(em, peaks, group, host_input=peaks) if stats else None
     outputs: list[onnx.ValueInfoProto] = []
     recorded: list[str] = []
     logits = None
@@ -73,12 +68,19 @@ def build_model(snn: SNN, dtype=torch.float32, record=False, stats: bool = True,
             recorded.append(layer.name)
     if logits is None:
         raise UnsupportedError("the SNN has no readout layer")
-    stats_out, peaks_out = counts.finish() if counts is not None else (None, None)
-    layout = CountLayout(counts.names if counts is not None else [])
-    if peaks_out is not None:
-        layout.peak_windows = np.concatenate(counts.peak_windows)
-        outputs.insert(0, _output(em, peaks_out, "peaks", em.elem))
-    return _model(em, tuple(snn.input.shape), logits, stats_out, outputs), layout, recorded
+    outs = [_output(em, logits, "logits", em.elem)]
+    layout = CountLayout([])
+    if counts is not None:
+        layout = counts.finish(lambda v, name: _add_output(em, outs, v, name))
+        if isinstance(counts.host_input, str):
+            layout.host_input = counts.host_input
+    return _model(em, tuple(snn.input.shape), outs + outputs), layout, recorded
+
+
+def _add_output(em: Emitter, outs: list, value: str, name: str) -> str:
+    """A count output (sums in the count dtype, pooled values in the graph's)."""
+    outs.append(_output(em, value, name, em.count_elem if name.startswith("sum:") else em.elem))
+    return name
 
 
 def _output(em: Emitter, value: str, name: str, elem) -> onnx.ValueInfoProto:
@@ -104,14 +106,11 @@ def _emit_layer(em: Emitter, snn: SNN, layer, env: dict[str, str], counts: Count
     raise UnsupportedError(f"layer {layer.name}: kind {layer.kind}")  # pragma: no cover
 
 
-def _model(em: Emitter, x_shape: tuple, logits: str, stats: str | None,
-           outputs: list[onnx.ValueInfoProto], x_elem=None) -> onnx.ModelProto:
-    """The graph's outputs (logits, the stats if counted, recorded offsets) and the model."""
-    outs = [_output(em, logits, "logits", em.elem)]
-    if stats is not None:
-        outs.append(_output(em, stats, "stats", em.count_elem))
+def _model(em: Emitter, x_shape: tuple, outs: list[onnx.ValueInfoProto],
+           x_elem=None) -> onnx.ModelProto:
+    """The model of the emitted graph with input ``x`` and outputs ``outs``."""
     x_info = helper.make_tensor_value_info("x", x_elem or em.elem, ["N", *x_shape])
-    graph = helper.make_graph(em.nodes, "snn_closed_form", [x_info], outs + outputs, em.inits)
+    graph = helper.make_graph(em.nodes, "snn_closed_form", [x_info], outs, em.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="snnconv")
     model.ir_version = 8
@@ -124,30 +123,50 @@ class OnnxSimulator:
     def __init__(self, snn: SNN, dtype=torch.float32, record=False, stats: bool = True,
                  threads: int | None = None):
         self.snn, self.dtype, self.stats, self._threads = snn, dtype, stats, threads
+        self._record = record
         self.session, self._layout, self.recorded, self._weights = _session(
             snn, dtype, record, stats, threads, peaks=True)
+        self._small = None  # the graph for small batches, made when one comes
+        self._input_counts = InputCounts(snn.input, NP[dtype], float(snn.tau_c))
+        self._sizes = [(la.name, la.size) for la in snn.layers]
         self._exact = None  # the session that counts every clipped neuron, made when needed
-        self._outs = ["logits"] + (["stats"] if stats else []) + \
-            (["peaks"] if self._layout.peak_windows is not None else []) + \
-            [f"s:{n}" for n in self.recorded]
+
+    def _outs(self, layout: CountLayout) -> list[str]:
+        return ["logits"] + layout.outputs + [f"s:{n}" for n in self.recorded]
+
+    def _graph(self, n: int):
+        """(session, count layout) for a batch of ``n``: up to SMALL_BATCH samples the graph
+        that counts each stage's layers together (fewer nodes; each node costs onnxruntime a
+        few microseconds, which a small batch cannot hide), else the one that counts each
+        layer on its own (no copies of the offsets)."""
+        if n > SMALL_BATCH or not self.stats:
+            return self.session, self._layout
+        if self._small is None:
+            self._small = _session(self.snn, self.dtype, self._record, True, self._threads,
+                                   peaks=True, group=True)
+        return self._small[0], self._small[1]
 
     def __call__(self, x) -> SimResult:
         if torch.is_tensor(x):
             x = x.detach().cpu().numpy()
         x = np.ascontiguousarray(x, dtype=NP[self.dtype])
-        outs = self.session.run(self._outs, {"x": x})
-        res = SimResult(logits=torch.from_numpy(outs[0]))
         n = x.shape[0]
+        session, layout = self._graph(n)
+        names = self._outs(layout)
+        outs = session.run(names, {"x": x})
+        res = SimResult(logits=torch.from_numpy(outs[0]))
         if self.stats:
-            for la in self.snn.layers:
-                res.stats[la.name] = LayerStats(neurons=la.size, samples=n)
-            stats, layout = outs[1], self._layout
-            if layout.peak_windows is not None and np.any(outs[2] >= layout.peak_windows):
-                stats, layout = self._exact_counts(x)  # some neuron reached its window
-            for (name, what), c in zip(layout.names, rounded_totals(stats).tolist()):
+            res.stats = {name: LayerStats(neurons=size, samples=n) for name, size in self._sizes}
+            counted = outs[1:1 + len(layout.outputs)]
+            if layout.reached(counted):  # some neuron reached its window: count again, all
+                counted, layout = self._exact_counts(x)
+            for (name, what), c in zip(layout.names, layout.totals(counted).tolist()):
                 st = res.stats[name]
                 setattr(st, what, getattr(st, what) + int(c))
-        first = len(self._outs) - len(self.recorded)
+            if layout.host_input is not None:
+                st = res.stats[layout.host_input]
+                st.spikes, st.clipped = self._input_counts(x)
+        first = len(names) - len(self.recorded)
         for name, a in zip(self.recorded, outs[first:]):
             res.offsets[name] = torch.from_numpy(a)
         return res
@@ -157,13 +176,14 @@ class OnnxSimulator:
             self._exact = _session(self.snn, self.dtype, False, True, self._threads,
                                    peaks=False)
         sess, layout = self._exact[0], self._exact[1]
-        return sess.run(["stats"], {"x": x})[0], layout
+        return sess.run(layout.outputs, {"x": x}), layout
 
 
-def _session(snn: SNN, dtype, record, stats: bool, threads: int | None, peaks: bool):
+def _session(snn: SNN, dtype, record, stats: bool, threads: int | None, peaks: bool,
+             group: bool = False):
     """(InferenceSession, CountLayout, recorded layers, the weight buffers it reads)."""
     external: dict[str, np.ndarray] = {}
-    model, layout, recorded = build_model(snn, dtype, record, stats, external, peaks)
+    model, layout, recorded = build_model(snn, dtype, record, stats, external, peaks, group)
     session, weights = open_session(model, external, threads, f"this SNN in {dtype}")
     return session, layout, recorded, weights
 

@@ -21,6 +21,8 @@ runs the ``peaks=False`` graph for it).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from .onnx_graph import Emitter, count
@@ -41,11 +43,15 @@ def _above(top: float, dtype) -> tuple[float, float]:
 
 
 class Counts:
-    """Collects per-sample counts while the layers are emitted; ``finish`` makes the (N, k)
-    ``stats`` tensor whose columns are ``names`` (a name may repeat: its columns add up)."""
+    """Collects per-sample counts while the layers are emitted; ``finish`` makes them graph
+    outputs and returns their ``CountLayout`` (a name may repeat: its counts add up)."""
 
-    def __init__(self, em: Emitter, peaks: bool = True):
-        self.em, self.peaks = em, peaks
+    def __init__(self, em: Emitter, peaks: bool = True, group: bool = False,
+                 host_input: bool = False):
+        self.em, self.peaks, self.group = em, peaks, group
+        self.host_input: str | bool = host_input  # the input's name once seen, if counted
+        # on the host (OnnxSimulator, from onnx_emit.input_offsets)
+        self._pending: list[tuple[str, str, tuple, float | None]] = []  # same H x W, in order
         self._sums: list[str] = []  # (N,) counts
         self._sum_names: list[tuple[str, str]] = []
         self._pools: list[str] = []  # (N, C, 1, 1) pooled indicators
@@ -59,7 +65,35 @@ class Counts:
         return self._pool_names + self._sum_names
 
     def layer(self, name: str, s: str, shape, window: float | None) -> None:
-        """Spikes (s > 0) and, with a window, clipped neurons (s >= window) of a layer."""
+        """Spikes (s > 0) and, with a window, clipped neurons (s >= window) of a layer. With
+        ``group``, consecutive layers of one spatial size are counted together (``_flush``)."""
+        if self.group and self.peaks and self._blocked(shape):
+            if self._pending and tuple(self._pending[0][2][1:]) != tuple(shape[1:]):
+                self._flush()
+            self._pending.append((name, s, tuple(shape), window))
+            return
+        self._one(name, s, shape, window)
+
+    def _flush(self) -> None:
+        """The pending layers' offsets concatenated along channels, then one indicator, one
+        average pool and one max pool for all of them: a few nodes per stage instead of three
+        per layer, which is what small batches pay for (onnxruntime's cost per node)."""
+        pending, self._pending = self._pending, []
+        if len(pending) == 1:
+            self._one(*pending[0])
+            return
+        em = self.em
+        cat = em.op("Concat", [s for _, s, _, _ in pending], axis=1, hint="stage")
+        y = em.op("HardSigmoid", [cat], alpha=SPIKE_GAIN, beta=0.0, hint="indicator")
+        self._pools.append(em.op("GlobalAveragePool", [y]))
+        self._peaks.append(em.op("GlobalMaxPool", [cat], hint="peak"))
+        for name, _, shape, window in pending:
+            self._rows += [(len(self._pool_names), int(np.prod(shape[1:])))] * int(shape[0])
+            self._pool_names.append((name, "spikes"))
+            self.peak_windows.append(np.full(int(shape[0]), np.inf if window is None else window,
+                                             self.em.np))
+
+    def _one(self, name: str, s: str, shape, window: float | None) -> None:
         self.indicator(name, "spikes", s, shape, SPIKE_GAIN, 0.0)
         if window is None:
             return
@@ -72,6 +106,9 @@ class Counts:
     def input(self, name: str, s: str, u: str, shape) -> None:
         """The input's spikes and its values outside [0, 1] (u < 0 plus u > 1), summed whole:
         the input is not in the blocked layout, and its pools would send the others' back."""
+        if self.host_input:
+            self.host_input = name
+            return
         self.indicator(name, "spikes", s, shape, SPIKE_GAIN, 0.0, pool=False)
         self.indicator(name, "clipped", u, shape, -SPIKE_GAIN, 0.0, pool=False)
         self.indicator(name, "clipped", u, shape, *_above(float(np.nextafter(
@@ -102,23 +139,26 @@ class Counts:
     def _blocked(shape) -> bool:
         return len(shape) == 3 and int(np.prod(shape)) <= BLOCKED_MAX
 
-    def finish(self) -> tuple[str, str | None]:
-        """The (N, k) counts and the (N, channels) peaks (None without peak channels)."""
+    def finish(self, em_output) -> CountLayout:
+        """Make the counts graph outputs (``em_output(value, name)`` adds one) and say how to
+        read them: the pooled means, (N, channels) in one tensor (concatenated in the blocked
+        layout: a pool whose own output left the graph would not run there), the sums, and
+        the peaks. Channels to layers is a small matrix product on the host."""
+        if self._pending:
+            self._flush()
         em = self.em
-        peaks = None
-        if self._peaks:
-            peaks = _flat_concat(em, self._peaks)
-        parts = []
+        lay = CountLayout(names=self.names)
         if self._pools:
-            total = np.zeros((len(self._rows), len(self._pool_names)))
+            lay.outputs.append(em_output(_flat_concat(em, self._pools), "pooled"))
+            lay.total = np.zeros((len(self._rows), len(self._pool_names)))
             for r, (col, hw) in enumerate(self._rows):
-                total[r, col] = hw
-            parts.append(em.op("MatMul", [_flat_concat(em, self._pools),
-                                          em.const(total, hint="per_layer")]))
-        parts += [em.op("Unsqueeze", [c, em.const([1], np.int64)]) for c in self._sums]
-        if len(parts) == 1:
-            return parts[0], peaks
-        return em.op("Concat", parts, axis=1, hint="stats"), peaks
+                lay.total[r, col] = hw
+        for i, v in enumerate(self._sums):
+            lay.outputs.append(em_output(v, f"sum:{i}"))
+        if self._peaks:
+            lay.outputs.append(em_output(_flat_concat(em, self._peaks), "peaks"))
+            lay.peak_windows = np.concatenate(self.peak_windows).astype(np.float64)
+        return lay
 
 
 def _flat_concat(em: Emitter, pooled: list[str]) -> str:
@@ -127,6 +167,31 @@ def _flat_concat(em: Emitter, pooled: list[str]) -> str:
     return em.op("Flatten", [x], axis=1)
 
 
-def rounded_totals(stats: np.ndarray) -> np.ndarray:
-    """Column totals of the (N, k) per-sample counts, each rounded to a whole number first."""
-    return np.rint(stats.astype(np.float64)).sum(0)
+@dataclass
+class CountLayout:
+    """How the graph's count outputs read: ``outputs`` in order (pooled indicators, sums,
+    peaks: the last), the per-channel weights ``total`` that turn pooled means into per-layer
+    counts, and the windows the peaks are checked against (None: every clipped count is made
+    in the graph).
+    ``host_input``: the input layer, counted on the host (``onnx_emit.InputCounts``)."""
+
+    names: list[tuple[str, str]]
+    outputs: list[str] = field(default_factory=list)
+    total: np.ndarray | None = None
+    peak_windows: np.ndarray | None = None
+    host_input: str | None = None
+
+    def totals(self, arrays: list[np.ndarray]) -> np.ndarray:
+        """Per name, the total over the batch (each sample's count rounded to a whole number)."""
+        cols = []
+        k = 0
+        if self.total is not None:
+            cols.append(arrays[0].astype(np.float64) @ self.total)
+            k = 1
+        sums = len(self.names) - (0 if self.total is None else self.total.shape[1])
+        cols += [a.astype(np.float64).reshape(-1, 1) for a in arrays[k:k + sums]]
+        return np.rint(np.concatenate(cols, 1)).sum(0)
+
+    def reached(self, arrays: list[np.ndarray]) -> bool:
+        """Whether some neuron of a peak-checked layer reached its window in this batch."""
+        return self.peak_windows is not None and bool(np.any(arrays[-1] >= self.peak_windows))

@@ -27,10 +27,10 @@ from ..intmodel.bounds import abs_bounds, bits_for, layer_dtypes
 from ..intmodel.common import IntResult
 from ..intmodel.layers import QInput, QNet, QNeuron, QPool, QReadout
 from ..walk import walk
-from .onnx_counts import Counts, rounded_totals
+from .onnx_counts import Counts
 from .onnx_emit import emit_pool, emit_potential
 from .onnx_graph import Emitter, UnsupportedError, open_session
-from .onnx_backend import _model
+from .onnx_backend import _add_output, _model, _output
 
 
 def unsupported(net: QNet) -> str | None:
@@ -46,8 +46,8 @@ def unsupported(net: QNet) -> str | None:
 
 def build_model(net: QNet, external: dict[str, np.ndarray] | None = None):
     """The ONNX model of ``golden(net, x)``: input ``x`` (N, *shape) float64, outputs
-    ``logits`` (integers in float32) and ``stats`` (per-sample spike counts). Returns
-    (model, the stats columns' layer names)."""
+    ``logits`` (integers in float32) and the spike counts (``CountLayout.outputs``). Returns
+    (model, CountLayout of the spike counts)."""
     why = unsupported(net)
     if why:
         raise UnsupportedError(why)
@@ -70,10 +70,9 @@ def build_model(net: QNet, external: dict[str, np.ndarray] | None = None):
         return v
 
     walk(net.evaluated(), step, name=lambda la: la.name, sources=lambda la: la.sources())
-    stats, _ = counts.finish()
-    model = _model(em, tuple(net.input.shape), out["logits"], stats, [],
-                   x_elem=TensorProto.DOUBLE)
-    return model, [name for name, _ in counts.names]
+    outs = [_output(em, out["logits"], "logits", em.elem)]
+    layout = counts.finish(lambda v, name: _add_output(em, outs, v, name))
+    return _model(em, tuple(net.input.shape), outs, x_elem=TensorProto.DOUBLE), layout
 
 
 def _encode(em: Emitter, la: QInput) -> str:
@@ -112,7 +111,7 @@ class OnnxGolden:
 
     def __init__(self, net: QNet, threads: int | None = None):
         external: dict[str, np.ndarray] = {}
-        model, self._names = build_model(net, external)
+        model, self._layout = build_model(net, external)
         self.session, self._weights = open_session(model, external, threads,
                                                    "this integer model")
         self.net = net
@@ -121,9 +120,9 @@ class OnnxGolden:
         if torch.is_tensor(x):
             x = x.detach().cpu().numpy()
         x = np.ascontiguousarray(x, dtype=np.float64)
-        logits, stats = self.session.run(["logits", "stats"], {"x": x})
-        res = IntResult(logits=torch.from_numpy(logits).to(torch.int64), samples=x.shape[0])
-        for name, c in zip(self._names, rounded_totals(stats).tolist()):
+        outs = self.session.run(["logits"] + self._layout.outputs, {"x": x})
+        res = IntResult(logits=torch.from_numpy(outs[0]).to(torch.int64), samples=x.shape[0])
+        for (name, _), c in zip(self._layout.names, self._layout.totals(outs[1:]).tolist()):
             res.spikes[name] = res.spikes.get(name, 0) + int(c)
         for la in self.net.evaluated():
             if isinstance(la, (QNeuron, QReadout)):

@@ -59,6 +59,9 @@ class Emitter:
             self._consts[key] = n
         return n
 
+    def is_const(self, name: str) -> bool:
+        return any(t.name == name for t in self.inits)
+
     def op(self, op_type: str, inputs: list[str], hint: str | None = None, **attrs) -> str:
         out = self.name(hint or op_type.lower())
         self.nodes.append(helper.make_node(op_type, inputs, [out], **attrs))
