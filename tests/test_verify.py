@@ -179,7 +179,7 @@ def test_verify_against_another_architecture(cnn_snn):
 
 
 def test_input_shape_parsing():
-    from snnconv.cli import _parse_shape
+    from snnconv.cli.options import parse_shape as _parse_shape
     from snnconv.errors import UsageError
 
     assert _parse_shape("3,32,32") == (3, 32, 32) == _parse_shape("3x32x32")

@@ -1,0 +1,5 @@
+"""``python -m snnconv.cli``: the command line (as ``python -m snnconv``)."""
+
+from . import entry
+
+entry()
