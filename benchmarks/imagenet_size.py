@@ -158,7 +158,7 @@ def torchrun_verify(name: str, val: Path, n: int, batch: int, nproc: int) -> dic
     """The --nproc hook: the same verify under torchrun (its report is merged by snnconv)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
            "-m", "snnconv", "verify", str(WORK / f"{name}.snn"), "--onnx",
-           str(onnx_file(name)), "--data", str(val), "--n", str(n), "--batch-size",
+           str(onnx_file(name)), "--data", str(val), "--samples", str(n), "--batch-size",
            str(batch), "--reference-n", "0", "--json", "--quiet"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     t = time.perf_counter()

@@ -23,7 +23,9 @@ def verify(
         "--data", help="Inputs (.npz with x[, y], .npy, or a folder of images) \\[default: the "
         "calibration data].")] = None,
     preprocess: PreOpt = None,
-    n: Annotated[Optional[int], typer.Option("--n", help="Use the first N samples.")] = None,
+    n: Annotated[Optional[int], typer.Option(
+        "--n", "--samples", help="Use the first N samples (--samples under torchrun, whose "
+        "own options would take --n as an abbreviation).")] = None,
     atol: Annotated[Optional[float], typer.Option(
         help="Absolute tolerance vs onnxruntime \\[default: a float32 forward error bound].")]
     = None,
