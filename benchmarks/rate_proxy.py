@@ -160,11 +160,7 @@ def main():
     return 0
 
 
-def _ms(vals, scale=100.0, digits=2):
-    vals = [v * scale for v in vals]
-    if len(vals) == 1:
-        return f"{vals[0]:.{digits}f}"
-    return f"{statistics.mean(vals):.{digits}f} ± {statistics.stdev(vals):.{digits}f}"
+_ms = mb._ms  # mean ± sd over seeds, as the fine-tuning benchmark prints it
 
 
 def table(results) -> str:

@@ -91,10 +91,9 @@ def _source(model, example_input) -> tuple[object, dict]:
     return model, source_meta
 
 
-def _meta(graph, source_meta, lo, hi, range_src, cal, margin, percentile, warnings,
-          compared=None) -> dict:
-    """The metadata a converted SNN carries: versions, source, ONNX names, input range and
-    calibration."""
+def provenance(graph, source_meta) -> dict:
+    """What every converted model file records about its origin (TTFS and rate alike): the
+    snnconv version, the time, the source file and the ONNX names verify compares against."""
     return {
         "snnconv_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -102,6 +101,14 @@ def _meta(graph, source_meta, lo, hi, range_src, cal, margin, percentile, warnin
         "onnx": {"input": graph.input, "input_shape": list(graph.input_shape),
                  "batch": graph.batch, "compared_output": graph.output,
                  "output": graph.onnx_output, "head": graph.head},
+    }
+
+
+def _meta(graph, source_meta, lo, hi, range_src, cal, margin, percentile, warnings,
+          compared=None) -> dict:
+    """The metadata a converted SNN carries: provenance, input range and calibration."""
+    return {
+        **provenance(graph, source_meta),
         "input_range": {"lo": np.asarray(lo).tolist(), "hi": np.asarray(hi).tolist(),
                         "source": range_src},
         "calibration": {"method": cal.method, "source": cal.source, "samples": cal.samples,

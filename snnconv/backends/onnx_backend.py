@@ -18,19 +18,20 @@ assembled and run, and sessions are cached on the SNN.
 
 from __future__ import annotations
 
-
 import numpy as np
 import onnx
 import torch
-from onnx import TensorProto, helper
+from onnx import TensorProto
 
 from ..snn import SNN, InputLayer, NeuronLayer, PoolLayer, ReadoutLayer
 from ..snn.results import LayerStats, SimResult
 from .onnx_emit import emit_fire, emit_input, emit_pool, emit_potential, InputCounts
 from .onnx_counts import CountLayout, Counts
-from .onnx_graph import ELEM, EXTERNAL_MIN_SIZE, NP, Emitter, UnsupportedError, open_session
+from .onnx_graph import (
+    ELEM, EXTERNAL_MIN_SIZE, NP, OPSET, Emitter, UnsupportedError, count_output, make_model,
+    open_session, output,
+)
 
-OPSET = 18
 #: batches up to this size run the graph that counts each stage's layers together
 SMALL_BATCH = 8
 __all__ = ["EXTERNAL_MIN_SIZE", "OPSET", "OnnxSimulator", "UnsupportedError", "available",
@@ -64,28 +65,15 @@ def build_model(snn: SNN, dtype=torch.float32, record=False, stats: bool = True,
             break
         s = env[layer.name] = _emit_layer(em, snn, layer, env, counts)
         if record is True or (isinstance(record, (set, frozenset)) and layer.name in record):
-            outputs.append(_output(em, s, f"s:{layer.name}", em.elem))
+            outputs.append(output(em, s, f"s:{layer.name}", em.elem))
             recorded.append(layer.name)
     if logits is None:
         raise UnsupportedError("the SNN has no readout layer")
-    outs = [_output(em, logits, "logits", em.elem)]
+    outs = [output(em, logits, "logits", em.elem)]
     layout = CountLayout([])
     if counts is not None:
-        layout = counts.finish(lambda v, name: _add_output(em, outs, v, name))
-        if isinstance(counts.host_input, str):
-            layout.host_input = counts.host_input
-    return _model(em, tuple(snn.input.shape), outs + outputs), layout, recorded
-
-
-def _add_output(em: Emitter, outs: list, value: str, name: str) -> str:
-    """A count output (sums in the count dtype, pooled values in the graph's)."""
-    outs.append(_output(em, value, name, em.count_elem if name.startswith("sum:") else em.elem))
-    return name
-
-
-def _output(em: Emitter, value: str, name: str, elem) -> onnx.ValueInfoProto:
-    em.nodes.append(helper.make_node("Identity", [value], [name]))
-    return helper.make_tensor_value_info(name, elem, None)
+        layout = counts.finish(lambda v, name: count_output(em, outs, v, name))
+    return make_model(em, tuple(snn.input.shape), outs + outputs), layout, recorded
 
 
 def _emit_layer(em: Emitter, snn: SNN, layer, env: dict[str, str], counts: Counts | None):
@@ -104,17 +92,6 @@ def _emit_layer(em: Emitter, snn: SNN, layer, env: dict[str, str], counts: Count
         v = emit_potential(em, layer, env, snn.by_name, tau, theta)
         return emit_fire(em, layer, v, counts, tau)
     raise UnsupportedError(f"layer {layer.name}: kind {layer.kind}")  # pragma: no cover
-
-
-def _model(em: Emitter, x_shape: tuple, outs: list[onnx.ValueInfoProto],
-           x_elem=None) -> onnx.ModelProto:
-    """The model of the emitted graph with input ``x`` and outputs ``outs``."""
-    x_info = helper.make_tensor_value_info("x", x_elem or em.elem, ["N", *x_shape])
-    graph = helper.make_graph(em.nodes, "snn_closed_form", [x_info], outs, em.inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="snnconv")
-    model.ir_version = 8
-    return model
 
 
 class OnnxSimulator:

@@ -147,7 +147,8 @@ class Counts:
         if self._pending:
             self._flush()
         em = self.em
-        lay = CountLayout(names=self.names)
+        lay = CountLayout(names=self.names,
+                          host_input=self.host_input if isinstance(self.host_input, str) else None)
         if self._pools:
             lay.outputs.append(em_output(_flat_concat(em, self._pools), "pooled"))
             lay.total = np.zeros((len(self._rows), len(self._pool_names)))

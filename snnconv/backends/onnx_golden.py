@@ -29,8 +29,9 @@ from ..intmodel.layers import QInput, QNet, QNeuron, QPool, QReadout
 from ..walk import walk
 from .onnx_counts import Counts
 from .onnx_emit import emit_pool, emit_potential
-from .onnx_graph import Emitter, UnsupportedError, open_session
-from .onnx_backend import _add_output, _model, _output
+from .onnx_graph import (
+    Emitter, UnsupportedError, count_output, make_model, open_session, output,
+)
 
 
 def unsupported(net: QNet) -> str | None:
@@ -70,9 +71,9 @@ def build_model(net: QNet, external: dict[str, np.ndarray] | None = None):
         return v
 
     walk(net.evaluated(), step, name=lambda la: la.name, sources=lambda la: la.sources())
-    outs = [_output(em, out["logits"], "logits", em.elem)]
-    layout = counts.finish(lambda v, name: _add_output(em, outs, v, name))
-    return _model(em, tuple(net.input.shape), outs, x_elem=TensorProto.DOUBLE), layout
+    outs = [output(em, out["logits"], "logits", em.elem)]
+    layout = counts.finish(lambda v, name: count_output(em, outs, v, name))
+    return make_model(em, tuple(net.input.shape), outs, x_elem=TensorProto.DOUBLE), layout
 
 
 def _encode(em: Emitter, la: QInput) -> str:

@@ -19,6 +19,9 @@ NP = {torch.float32: np.float32, torch.float64: np.float64}
 # and its serialised bytes while the session is built
 EXTERNAL_MIN_SIZE = 1024
 
+#: the ONNX opset the backends emit
+OPSET = 18
+
 
 class UnsupportedError(ValueError):
     """The SNN uses something this backend does not emit."""
@@ -155,3 +158,26 @@ def open_session(model: onnx.ModelProto, external: dict[str, np.ndarray], thread
     except Exception as e:  # onnxruntime raises its own exception types
         raise UnsupportedError(f"onnxruntime cannot run {what}: {e}") from e
     return session, weights
+
+
+def count_output(em: Emitter, outs: list, value: str, name: str) -> str:
+    """A count output (sums in the count dtype, pooled values in the graph's)."""
+    outs.append(output(em, value, name, em.count_elem if name.startswith("sum:") else em.elem))
+    return name
+
+
+def output(em: Emitter, value: str, name: str, elem) -> onnx.ValueInfoProto:
+    """A graph output ``name`` holding ``value``."""
+    em.nodes.append(helper.make_node("Identity", [value], [name]))
+    return helper.make_tensor_value_info(name, elem, None)
+
+
+def make_model(em: Emitter, x_shape: tuple, outs: list[onnx.ValueInfoProto],
+           x_elem=None) -> onnx.ModelProto:
+    """The model of the emitted graph with input ``x`` and outputs ``outs``."""
+    x_info = helper.make_tensor_value_info("x", x_elem or em.elem, ["N", *x_shape])
+    graph = helper.make_graph(em.nodes, "snn_closed_form", [x_info], outs, em.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="snnconv")
+    model.ir_version = 8
+    return model

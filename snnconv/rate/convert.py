@@ -7,13 +7,12 @@ Reuses the importer (the one ONNX reader) and its IR; thresholds come from the c
 
 from __future__ import annotations
 
-import datetime as _dt
 from pathlib import Path
 
 import numpy as np
 
-from .. import __version__, data as data_mod
-from ..conversion import _source
+from .. import data as data_mod
+from ..conversion import _source, provenance
 from ..errors import UsageError
 from ..importer import import_onnx
 from ..progress import bar
@@ -56,12 +55,7 @@ def convert_rate(model, calib=None, *, steps: int = 32, percentile: float | None
                      channelwise, progress=adv)
     nodes = lower(graph, th.values, reset, v_init)
     meta = {
-        "snnconv_version": __version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "source": source_meta,
-        "onnx": {"input": graph.input, "input_shape": list(graph.input_shape),
-                 "batch": graph.batch, "compared_output": graph.output,
-                 "output": graph.onnx_output, "head": graph.head},
+        **provenance(graph, source_meta),
         "calibration": {"method": th.method(), "percentile": percentile,
                         "channelwise": channelwise, "samples": th.samples,
                         "thresholds": {k: np.asarray(v).tolist() for k, v in th.values.items()}},
