@@ -336,3 +336,25 @@ def test_counts_in_the_blocked_layout_equal_the_reference(models, name):
             assert sum(p.stats[la.name].spikes for p in parts) == got.stats[la.name].spikes
             assert sum(p.stats[la.name].clipped for p in parts) == got.stats[la.name].clipped
     assert torch.equal(torch.cat([p.logits for p in parts]), got.logits)
+
+
+def test_residual_layers_skip_their_clamp_until_a_window_is_reached(models):
+    """With peaks, a residual layer is the ANN's fused Conv + Add + ReLU (no clamp to its
+    window); a batch where an offset reaches a window is run again by the clamped graph. The
+    logits then equal the clamped graph's bit for bit, whether or not a window is reached, and
+    the unclamped graph alone would have been wrong where one is."""
+    snn, x = models["resnet"]
+    relaxed, _, _ = onnx_backend.build_model(snn, torch.float32, peaks=True)
+    clamped, _, _ = onnx_backend.build_model(snn, torch.float32, peaks=False)
+    relus = sum(n.op_type == "Relu" for n in relaxed.graph.node)
+    assert relus > 0 and not any(n.op_type == "Relu" for n in clamped.graph.node)
+    narrow = snnconv.convert(SAMPLES / "resnet.onnx", SAMPLES / "digits_train.npz",
+                             percentile=50.0)  # windows that hidden values exceed
+    for net, reached in ((snn, False), (narrow, True)):
+        sim = onnx_backend.OnnxSimulator(net, torch.float32)
+        got = sim(x)
+        bare = onnx_backend.OnnxSimulator(net, torch.float32, stats=False)(x)
+        assert torch.equal(got.logits, bare.logits)
+        assert (sim._exact is not None) == reached
+        alone = torch.from_numpy(sim.session.run(["logits"], {"x": x})[0])
+        assert torch.equal(alone, bare.logits) != reached

@@ -44,7 +44,8 @@ def build_model(snn: SNN, dtype=torch.float32, record=False, stats: bool = True,
     """The ONNX model of ``simulate(snn, x, dtype)``: input ``x`` (N, *input shape), outputs
     ``logits``, the spike and clip counts (``CountLayout.outputs``; with ``peaks`` the
     convolutional layers' largest offsets per channel instead of their clipped counts, and the
-    input counted on the host; see onnx_counts) and ``s:<layer>`` for recorded layers;
+    input counted on the host; see onnx_counts: logits and recorded offsets are then exact only
+    when ``CountLayout.reached`` is false) and ``s:<layer>`` for recorded layers;
     ``group`` counts the layers of one spatial size together. Returns (model, CountLayout,
     recorded layer names).
     With ``external`` (a dict), large arrays are left out of the model (external placeholders)
@@ -131,12 +132,15 @@ class OnnxSimulator:
         session, layout = self._graph(n)
         names = self._outs(layout)
         outs = session.run(names, {"x": x})
+        counted = outs[1:1 + len(layout.outputs)]
+        if self.stats and layout.reached(counted):  # some neuron reached its window: run
+            session, layout = self._exact_graph()  # the graph that clamps and counts all
+            names = self._outs(layout)
+            outs = session.run(names, {"x": x})
+            counted = outs[1:1 + len(layout.outputs)]
         res = SimResult(logits=torch.from_numpy(outs[0]))
         if self.stats:
             res.stats = {name: LayerStats(neurons=size, samples=n) for name, size in self._sizes}
-            counted = outs[1:1 + len(layout.outputs)]
-            if layout.reached(counted):  # some neuron reached its window: count again, all
-                counted, layout = self._exact_counts(x)
             for (name, what), c in zip(layout.names, layout.totals(counted).tolist()):
                 st = res.stats[name]
                 setattr(st, what, getattr(st, what) + int(c))
@@ -148,12 +152,11 @@ class OnnxSimulator:
             res.offsets[name] = torch.from_numpy(a)
         return res
 
-    def _exact_counts(self, x: np.ndarray):
+    def _exact_graph(self):
         if self._exact is None:
-            self._exact = _session(self.snn, self.dtype, False, True, self._threads,
+            self._exact = _session(self.snn, self.dtype, self._record, True, self._threads,
                                    peaks=False)
-        sess, layout = self._exact[0], self._exact[1]
-        return sess.run(layout.outputs, {"x": x}), layout
+        return self._exact[0], self._exact[1]
 
 
 def _session(snn: SNN, dtype, record, stats: bool, threads: int | None, peaks: bool,

@@ -15,8 +15,9 @@ layer; counts come back within rounding of whole numbers and are rounded per sam
 
 Clipping is rare with calibrated windows, so by default (``peaks``) a convolutional layer's
 clipped count is not made at all: a global max pool (one read) gives each channel's largest
-offset, and only a batch where one reaches its window is counted again exactly (``OnnxSimulator``
-runs the ``peaks=False`` graph for it).
+offset, and only a batch where one reaches its window is run again exactly (``OnnxSimulator``
+runs the ``peaks=False`` graph for it). Until then the clamp to the window is the identity, so
+residual layers leave it out (see ``onnx_emit.emit_fire``).
 """
 
 from __future__ import annotations
@@ -135,6 +136,11 @@ class Counts:
             self._sums.append(em.op("ReduceSum", [y, axes], keepdims=0, hint="count"))
             self._sum_names.append((name, what))
 
+    def checks_peaks(self, shape, window: float | None) -> bool:
+        """Whether a layer's offsets reaching ``window`` show in the peaks (then its graph
+        need not clamp them: a batch where one does is run again, clamped)."""
+        return self.peaks and window is not None and self._blocked(shape)
+
     @staticmethod
     def _blocked(shape) -> bool:
         return len(shape) == 3 and int(np.prod(shape)) <= BLOCKED_MAX
@@ -151,9 +157,10 @@ class Counts:
                           host_input=self.host_input if isinstance(self.host_input, str) else None)
         if self._pools:
             lay.outputs.append(em_output(_flat_concat(em, self._pools), "pooled"))
-            lay.total = np.zeros((len(self._rows), len(self._pool_names)))
-            for r, (col, hw) in enumerate(self._rows):
-                lay.total[r, col] = hw
+            cols = np.array([col for col, _ in self._rows])
+            lay.channel_hw = np.array([hw for _, hw in self._rows], np.float64)
+            lay.starts = np.flatnonzero(np.diff(cols, prepend=-1))  # each column's channels
+            # are consecutive (appended layer by layer)
         for i, v in enumerate(self._sums):
             lay.outputs.append(em_output(v, f"sum:{i}"))
         if self._peaks:
@@ -171,25 +178,29 @@ def _flat_concat(em: Emitter, pooled: list[str]) -> str:
 @dataclass
 class CountLayout:
     """How the graph's count outputs read: ``outputs`` in order (pooled indicators, sums,
-    peaks: the last), the per-channel weights ``total`` that turn pooled means into per-layer
-    counts, and the windows the peaks are checked against (None: every clipped count is made
-    in the graph).
+    peaks: the last), each pooled channel's H*W (``channel_hw``) and where each name's channels
+    start (``starts``), which turn pooled means into per-layer counts, and the windows the
+    peaks are checked against (None: every clipped count is made in the graph).
     ``host_input``: the input layer, counted on the host (``onnx_emit.InputCounts``)."""
 
     names: list[tuple[str, str]]
     outputs: list[str] = field(default_factory=list)
-    total: np.ndarray | None = None
+    channel_hw: np.ndarray | None = None
+    starts: np.ndarray | None = None
     peak_windows: np.ndarray | None = None
     host_input: str | None = None
 
     def totals(self, arrays: list[np.ndarray]) -> np.ndarray:
-        """Per name, the total over the batch (each sample's count rounded to a whole number)."""
+        """Per name, the total over the batch (each sample's count rounded to a whole number).
+        Channels are summed by ``reduceat``, not a matrix product: a BLAS call would start
+        OpenBLAS's threads, whose spinning then takes the cores from onnxruntime's."""
         cols = []
         k = 0
-        if self.total is not None:
-            cols.append(arrays[0].astype(np.float64) @ self.total)
+        if self.channel_hw is not None:
+            cols.append(np.add.reduceat(arrays[0].astype(np.float64) * self.channel_hw,
+                                        self.starts, axis=1))
             k = 1
-        sums = len(self.names) - (0 if self.total is None else self.total.shape[1])
+        sums = len(self.names) - (0 if self.starts is None else len(self.starts))
         cols += [a.astype(np.float64).reshape(-1, 1) for a in arrays[k:k + sums]]
         return np.rint(np.concatenate(cols, 1)).sum(0)
 
