@@ -104,59 +104,73 @@ class OnnxSimulator:
         self._record = record
         self.session, self._layout, self.recorded, self._weights = _session(
             snn, dtype, record, stats, threads, peaks=True)
+        self._names = self._outs(self._layout)
         self._small = None  # the graph for small batches, made when one comes
         self._input_counts = InputCounts(snn.input, NP[dtype], float(snn.tau_c))
         self._sizes = [(la.name, la.size) for la in snn.layers]
+        self._index = {name: i for i, (name, _) in enumerate(self._sizes)}
+        self._slot_cache: dict[int, np.ndarray] = {}
         self._exact = None  # the session that counts every clipped neuron, made when needed
 
     def _outs(self, layout: CountLayout) -> list[str]:
         return ["logits"] + layout.outputs + [f"s:{n}" for n in self.recorded]
 
     def _graph(self, n: int):
-        """(session, count layout) for a batch of ``n``: up to SMALL_BATCH samples the graph
-        that counts each stage's layers together (fewer nodes; each node costs onnxruntime a
-        few microseconds, which a small batch cannot hide), else the one that counts each
-        layer on its own (no copies of the offsets)."""
+        """(session, count layout, output names) for a batch of ``n``: up to SMALL_BATCH
+        samples the graph that counts each stage's layers together (fewer nodes; each node
+        costs onnxruntime a few microseconds, which a small batch cannot hide), else the one
+        that counts each layer on its own (no copies of the offsets)."""
         if n > SMALL_BATCH or not self.stats:
-            return self.session, self._layout
+            return self.session, self._layout, self._names
         if self._small is None:
-            self._small = _session(self.snn, self.dtype, self._record, True, self._threads,
-                                   peaks=True, group=True)
-        return self._small[0], self._small[1]
+            session, layout, _, weights = _session(self.snn, self.dtype, self._record, True,
+                                                   self._threads, peaks=True, group=True)
+            self._small = session, layout, self._outs(layout), weights  # weights: read in place
+        return self._small[:3]
 
     def __call__(self, x) -> SimResult:
         if torch.is_tensor(x):
             x = x.detach().cpu().numpy()
         x = np.ascontiguousarray(x, dtype=NP[self.dtype])
-        n = x.shape[0]
-        session, layout = self._graph(n)
-        names = self._outs(layout)
+        session, layout, names = self._graph(x.shape[0])
         outs = session.run(names, {"x": x})
-        counted = outs[1:1 + len(layout.outputs)]
-        if self.stats and layout.reached(counted):  # some neuron reached its window: run
-            session, layout = self._exact_graph()  # the graph that clamps and counts all
-            names = self._outs(layout)
+        if self.stats and layout.reached(outs[1:]):  # some neuron reached its window: run
+            session, layout, names = self._exact_graph()  # the graph that clamps, counts all
             outs = session.run(names, {"x": x})
-            counted = outs[1:1 + len(layout.outputs)]
         res = SimResult(logits=torch.from_numpy(outs[0]))
         if self.stats:
-            res.stats = {name: LayerStats(neurons=size, samples=n) for name, size in self._sizes}
-            for (name, what), c in zip(layout.names, layout.totals(counted).tolist()):
-                st = res.stats[name]
-                setattr(st, what, getattr(st, what) + int(c))
-            if layout.host_input is not None:
-                st = res.stats[layout.host_input]
-                st.spikes, st.clipped = self._input_counts(x)
-        first = len(names) - len(self.recorded)
-        for name, a in zip(self.recorded, outs[first:]):
+            res.stats = self._stats(layout, outs[1:1 + len(layout.outputs)], x)
+        for name, a in zip(self.recorded, outs[len(names) - len(self.recorded):]):
             res.offsets[name] = torch.from_numpy(a)
         return res
 
+    def _stats(self, layout: CountLayout, counted: list[np.ndarray], x: np.ndarray):
+        """Per layer spikes and clipped counts; few Python steps: after a run this code runs
+        from cold caches, at a few times its usual cost, which a batch of one notices."""
+        n = x.shape[0]
+        vals = np.bincount(self._slots(layout), layout.totals(counted),
+                           2 * len(self._sizes)).astype(np.int64).tolist()
+        if layout.host_input is not None:
+            i = self._index[layout.host_input]
+            vals[2 * i], vals[2 * i + 1] = self._input_counts(x)
+        return {name: LayerStats(size, vals[2 * i], vals[2 * i + 1], n)
+                for i, (name, size) in enumerate(self._sizes)}
+
+    def _slots(self, layout: CountLayout) -> np.ndarray:
+        """Where each of the layout's counts goes in (spikes, clipped) per layer."""
+        slots = self._slot_cache.get(id(layout))
+        if slots is None:
+            slots = np.array([2 * self._index[name] + (what == "clipped")
+                              for name, what in layout.names], np.int64)
+            self._slot_cache[id(layout)] = slots
+        return slots
+
     def _exact_graph(self):
         if self._exact is None:
-            self._exact = _session(self.snn, self.dtype, self._record, True, self._threads,
-                                   peaks=False)
-        return self._exact[0], self._exact[1]
+            session, layout, _, weights = _session(self.snn, self.dtype, self._record, True,
+                                                   self._threads, peaks=False)
+            self._exact = session, layout, self._outs(layout), weights
+        return self._exact[:3]
 
 
 def _session(snn: SNN, dtype, record, stats: bool, threads: int | None, peaks: bool,

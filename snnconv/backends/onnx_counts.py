@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from onnx import TensorProto
 
 from .onnx_graph import Emitter, count
 
@@ -146,64 +147,64 @@ class Counts:
         return len(shape) == 3 and int(np.prod(shape)) <= BLOCKED_MAX
 
     def finish(self, em_output) -> CountLayout:
-        """Make the counts graph outputs (``em_output(value, name)`` adds one) and say how to
-        read them: the pooled means, (N, channels) in one tensor (concatenated in the blocked
-        layout: a pool whose own output left the graph would not run there), the sums, and
-        the peaks. Channels to layers is a small matrix product on the host."""
+        """Make the counts one graph output (``em_output(value, name)`` adds one) and say how
+        to read it: per name, its total over the batch (each sample's count rounded to a
+        whole number), then with peaks the largest margin peak - window (>= 0: a window was
+        reached). All in the graph, in float64: host code after a run starts from cold
+        caches and costs a batch of one more than a few small nodes."""
         if self._pending:
             self._flush()
         em = self.em
-        lay = CountLayout(names=self.names,
+        lay = CountLayout(names=self.names, peaks=bool(self._peaks),
                           host_input=self.host_input if isinstance(self.host_input, str) else None)
-        if self._pools:
-            lay.outputs.append(em_output(_flat_concat(em, self._pools), "pooled"))
-            cols = np.array([col for col, _ in self._rows])
-            lay.channel_hw = np.array([hw for _, hw in self._rows], np.float64)
-            lay.starts = np.flatnonzero(np.diff(cols, prepend=-1))  # each column's channels
-            # are consecutive (appended layer by layer)
-        for i, v in enumerate(self._sums):
-            lay.outputs.append(em_output(v, f"sum:{i}"))
+        cols = []
+        if self._pools:  # channels to names: one product with each channel's H*W
+            per = np.zeros((len(self._rows), len(self._pool_names)))
+            for r, (col, hw) in enumerate(self._rows):
+                per[r, col] = hw
+            cols.append(em.op("MatMul", [_flat64(em, self._pools), em.const(per, np.float64,
+                                                                             hint="hw")]))
+        shape = em.const([-1, 1], np.int64)
+        cols += [em.op("Reshape", [em.op("Cast", [v], to=TensorProto.DOUBLE), shape])
+                 for v in self._sums]
+        parts = []
+        if cols:
+            per_sample = em.op("Concat", cols, axis=1) if len(cols) > 1 else cols[0]
+            parts.append(em.op("ReduceSum", [em.op("Round", [per_sample]),
+                                             em.const([0], np.int64)], keepdims=0))
         if self._peaks:
-            lay.outputs.append(em_output(_flat_concat(em, self._peaks), "peaks"))
-            lay.peak_windows = np.concatenate(self.peak_windows).astype(np.float64)
+            windows = np.concatenate(self.peak_windows).astype(np.float64)
+            margin = em.op("Sub", [_flat64(em, self._peaks), em.const(windows, np.float64)])
+            top = em.op("ReduceMax", [margin], keepdims=0)  # -inf for an empty batch
+            parts.append(em.op("Reshape", [top, em.const([1], np.int64)]))
+        if parts:
+            lay.outputs.append(em_output(em.op("Concat", parts, axis=0) if len(parts) > 1
+                                         else parts[0], "counts"))
         return lay
 
 
-def _flat_concat(em: Emitter, pooled: list[str]) -> str:
-    """(N, sum of C) from (N, C, 1, 1) tensors."""
+def _flat64(em: Emitter, pooled: list[str]) -> str:
+    """(N, channels) float64 of (N, C, 1, 1) pooled tensors, concatenated in the blocked
+    layout (a pool whose own output left it would not run there)."""
     x = em.op("Concat", pooled, axis=1) if len(pooled) > 1 else pooled[0]
-    return em.op("Flatten", [x], axis=1)
+    return em.op("Cast", [em.op("Flatten", [x], axis=1)], to=TensorProto.DOUBLE)
 
 
 @dataclass
 class CountLayout:
-    """How the graph's count outputs read: ``outputs`` in order (pooled indicators, sums,
-    peaks: the last), each pooled channel's H*W (``channel_hw``) and where each name's channels
-    start (``starts``), which turn pooled means into per-layer counts, and the windows the
-    peaks are checked against (None: every clipped count is made in the graph).
+    """How the graph's count output reads (``outputs``: one name or none): per name of
+    ``names`` its total over the batch, then, with ``peaks``, the largest peak - window.
     ``host_input``: the input layer, counted on the host (``onnx_emit.InputCounts``)."""
 
     names: list[tuple[str, str]]
     outputs: list[str] = field(default_factory=list)
-    channel_hw: np.ndarray | None = None
-    starts: np.ndarray | None = None
-    peak_windows: np.ndarray | None = None
+    peaks: bool = False
     host_input: str | None = None
 
     def totals(self, arrays: list[np.ndarray]) -> np.ndarray:
-        """Per name, the total over the batch (each sample's count rounded to a whole number).
-        Channels are summed by ``reduceat``, not a matrix product: a BLAS call would start
-        OpenBLAS's threads, whose spinning then takes the cores from onnxruntime's."""
-        cols = []
-        k = 0
-        if self.channel_hw is not None:
-            cols.append(np.add.reduceat(arrays[0].astype(np.float64) * self.channel_hw,
-                                        self.starts, axis=1))
-            k = 1
-        sums = len(self.names) - (0 if self.starts is None else len(self.starts))
-        cols += [a.astype(np.float64).reshape(-1, 1) for a in arrays[k:k + sums]]
-        return np.rint(np.concatenate(cols, 1)).sum(0)
+        """Per name, the total over the batch."""
+        return arrays[0][:len(self.names)] if self.outputs else np.zeros(0)
 
     def reached(self, arrays: list[np.ndarray]) -> bool:
         """Whether some neuron of a peak-checked layer reached its window in this batch."""
-        return self.peak_windows is not None and bool(np.any(arrays[-1] >= self.peak_windows))
+        return self.peaks and bool(arrays[0][-1] >= 0)

@@ -161,8 +161,8 @@ def open_session(model: onnx.ModelProto, external: dict[str, np.ndarray], thread
 
 
 def count_output(em: Emitter, outs: list, value: str, name: str) -> str:
-    """A count output (sums in the count dtype, pooled values in the graph's)."""
-    outs.append(output(em, value, name, em.count_elem if name.startswith("sum:") else em.elem))
+    """The count output (float64: see onnx_counts.Counts.finish)."""
+    outs.append(output(em, value, name, TensorProto.DOUBLE))
     return name
 
 
