@@ -2,11 +2,13 @@
 
     python -m benchmarks.run [--quick] [--reps N] [--out build/bench.json]
 
-Timing rows of one (model, batch) run in this process, interleaved with their reference
-(onnxruntime float32, or a torch float64 ANN forward) and reported as the median of the
-repetitions, so ratios hold on a busy machine. Peak RSS is measured per row in a fresh
-subprocess (peak RSS only grows). End-to-end rows (convert, verify, fine-tune) run in their own
-subprocesses. Results: a table on stdout and JSON (see benchmarks/README.md).
+Timing rows of one (model, batch) run in this process, interleaved, each reported as the median
+of its repetitions; a row's ratio is the median over repetitions of its time over its
+reference's (onnxruntime float32, or a torch float64 ANN forward) timed just before it, so
+load that drifts between the rows' turns stays out of the ratio on a busy machine. Peak RSS is
+measured per row in a fresh subprocess (peak RSS only grows). End-to-end rows (convert, verify,
+fine-tune) run in their own subprocesses. Results: a table on stdout and JSON (see
+benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -89,31 +91,38 @@ def time_rows(model: str, batch: int, reps: int, log, budget_s: float = 60.0) ->
     round_s = sum(rec.get("first_s", 0.0) for rec in out)
     cap = max(3, int(budget_s / max(round_s, 1e-9)))
     fns = {k: (f, min(n, cap), inner) for k, (f, n, inner) in fns.items()}
-    # interleave: rep k of every row, then rep k+1, so drifting load hits all rows alike
+    # interleave: rep k of every row, then rep k+1, so drifting load hits all rows alike;
+    # a row with a reference times the reference again just before itself (paired ratios)
     for k in range(max((f[1] for f in fns.values()), default=0)):
         for rec in out:
             f = fns.get(rec["row"])
             if f is None or k >= f[1]:
                 continue
-            done, t = 0, time.perf_counter()
-            while done < f[2]:  # stop early if calls got slower than the warm-up promised
-                f[0]()
-                done += 1
-                if time.perf_counter() - t > 0.1:
-                    break
-            rec["times"].append((time.perf_counter() - t) / done)
-    by = {rec["row"]: rec for rec in out}
+            ref = fns.get(rec["ref"]) if rec["ref"] else None
+            before = _block(ref[0], ref[2]) if ref is not None else None
+            rec["times"].append(_block(f[0], f[2]))
+            if before is not None:
+                rec.setdefault("paired", []).append(rec["times"][-1] / before)
     for rec in out:
         if "times" in rec:
             rec["median_s"] = statistics.median(rec["times"])
             rec["reps"] = len(rec["times"])
-    for rec in out:
-        ref = by.get(rec["ref"]) if rec["ref"] else None
-        if "median_s" in rec and ref is not None and "median_s" in ref:
-            rec["ratio"] = rec["median_s"] / ref["median_s"]
+        if rec.get("paired"):
+            rec["ratio"] = statistics.median(rec["paired"])
             if rec["target"] is not None:
                 rec["met"] = rec["ratio"] <= rec["target"]
     return out
+
+
+def _block(fn, calls: int) -> float:
+    """Seconds per call over ``calls`` calls (fewer if they take more than 0.1 s)."""
+    done, t = 0, time.perf_counter()
+    while done < calls:
+        fn()
+        done += 1
+        if time.perf_counter() - t > 0.1:
+            break
+    return (time.perf_counter() - t) / done
 
 
 # --- memory (subprocesses) ------------------------------------------------------------------
@@ -168,7 +177,8 @@ def print_tables(res: dict) -> None:
     from rich.table import Table
 
     con = Console(width=160)
-    t = Table(title="Inference (median per batch; ratio to the reference row of the same run)")
+    t = Table(title="Inference (median per batch; ratio: median of the paired ratios to the "
+              "reference timed just before, same run)")
     for c in ("model", "batch", "row", "time", "ratio", "target", "peak MB (+delta)",
               "mem ratio", "note"):
         t.add_column(c, overflow="fold")

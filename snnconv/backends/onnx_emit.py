@@ -198,20 +198,20 @@ def emit_fire(em: Emitter, layer: NeuronLayer, v: str, counts: Counts | None,
     if tau != 1.0:
         raw = add_const(em, v, -np.asarray(layer.theta_rel, np.float64), "raw")
         raw = em.op("Mul", [raw, em.const(tau)], hint="raw")
+    if counts is not None and counts.checks_peaks(layer.shape, _window(layer)):
+        # the clamp to the window is the identity until an offset reaches it, which the
+        # layer's peaks tell (OnnxSimulator then runs the clamped graph): a ReLU, as in the
+        # ANN, which onnxruntime fuses into the convolution (with a residual Add) and applies
+        # inside its kernel, where a Clip would be a second pass
+        s = em.op("Relu", [raw], hint="s")
+        counts.layer(layer.name, s, layer.shape, _window(layer))
+        return s
     last = em.nodes[-1]
     if len(layer.shape) == 3 and last.op_type == "Add" and last.output[0] == raw and \
             not any(em.is_const(i) for i in last.input):
         # a residual sum: onnxruntime fuses the Add into the convolution before it but not
-        # the clamp after it (only a ReLU)
-        if counts is not None and counts.checks_peaks(layer.shape, _window(layer)):
-            # the clamp to the window is the identity until an offset reaches it, which the
-            # layer's peaks tell (OnnxSimulator then runs the clamped graph): the ANN's
-            # Conv + Add + ReLU, one fused kernel
-            s = em.op("Relu", [raw], hint="s")
-            counts.layer(layer.name, s, layer.shape, _window(layer))
-            return s
-        # else an identity depthwise convolution takes the clamp, so the offsets stay in
-        # the blocked layout instead of a round trip through NCHW
+        # the clamp after it; an identity depthwise convolution takes the clamp, so the
+        # offsets stay in the blocked layout instead of a round trip through NCHW
         c = int(layer.shape[0])
         raw = em.op("Conv", [raw, em.const(np.ones((c, 1, 1, 1)), hint="identity")], group=c,
                     kernel_shape=[1, 1])
