@@ -88,7 +88,7 @@ def time_rows(model: str, batch: int, reps: int, log, budget_s: float = 60.0) ->
         fns[r.name] = (fn, max(1, min(reps, int(r.budget_s / max(first, 1e-9)))), inner)
         rec["times"] = []
         rec["first_s"] = first
-    round_s = sum(rec.get("first_s", 0.0) for rec in out)
+    round_s = 2 * sum(rec.get("first_s", 0.0) for rec in out)  # with the untimed calls
     cap = max(3, int(budget_s / max(round_s, 1e-9)))
     fns = {k: (f, min(n, cap), inner) for k, (f, n, inner) in fns.items()}
     # interleave: rep k of every row, then rep k+1, so drifting load hits all rows alike;
@@ -114,8 +114,19 @@ def time_rows(model: str, batch: int, reps: int, log, budget_s: float = 60.0) ->
     return out
 
 
+#: untimed calls before each timed block, at least one and at least this long: each
+#: onnxruntime session has its own threads, and the previous row's keep spinning into the next
+#: session's first run (twice as slow at batch 100), as torch's do after a torch row
+SETTLE_S = 0.2
+
+
 def _block(fn, calls: int) -> float:
-    """Seconds per call over ``calls`` calls (fewer if they take more than 0.1 s)."""
+    """Seconds per call over ``calls`` calls (fewer if they take more than 0.1 s), after
+    settling (SETTLE_S)."""
+    t = time.perf_counter()
+    fn()
+    while time.perf_counter() - t < SETTLE_S:
+        fn()
     done, t = 0, time.perf_counter()
     while done < calls:
         fn()
