@@ -10,14 +10,15 @@ an indicator, and a global average pool (or, without channels, a sum) reduces it
     clipped = clip(K s - K w', 0, 1)       s >= w, with w' the float below the window w and
                                            K = 1 / (w - w') a power of two (every step exact)
 
-The pooled means times H*W are the per-channel counts; one matrix product sums channels per
-layer; counts come back within rounding of whole numbers and are rounded per sample.
+The pooled means times H*W are the per-channel counts; one float64 matrix product sums channels
+per layer, in the graph; counts come within rounding of whole numbers and are rounded per
+sample.
 
 Clipping is rare with calibrated windows, so by default (``peaks``) a convolutional layer's
 clipped count is not made at all: a global max pool (one read) gives each channel's largest
 offset, and only a batch where one reaches its window is run again exactly (``OnnxSimulator``
 runs the ``peaks=False`` graph for it). Until then the clamp to the window is the identity, so
-residual layers leave it out (see ``onnx_emit.emit_fire``).
+peak-checked layers leave it out (see ``onnx_emit.emit_fire``).
 """
 
 from __future__ import annotations
