@@ -18,6 +18,8 @@ assembled and run, and sessions are cached on the SNN.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import onnx
 import torch
@@ -95,6 +97,16 @@ def _emit_layer(em: Emitter, snn: SNN, layer, env: dict[str, str], counts: Count
     raise UnsupportedError(f"layer {layer.name}: kind {layer.kind}")  # pragma: no cover
 
 
+class _Graph(NamedTuple):
+    """One compiled graph of an OnnxSimulator and how to read its outputs."""
+
+    session: object  # onnxruntime.InferenceSession
+    layout: CountLayout
+    names: list[str]  # outputs to fetch
+    slots: np.ndarray  # where each count goes in (spikes, clipped) per layer
+    weights: list  # the buffers the session reads in place: kept as long as it
+
+
 class OnnxSimulator:
     """A compiled closed-form simulator: ``OnnxSimulator(snn)(x) -> SimResult``."""
 
@@ -102,84 +114,67 @@ class OnnxSimulator:
                  threads: int | None = None):
         self.snn, self.dtype, self.stats, self._threads = snn, dtype, stats, threads
         self._record = record
-        self.session, self._layout, self.recorded, self._weights = _session(
-            snn, dtype, record, stats, threads, peaks=True)
-        self._names = self._outs(self._layout)
-        self._small = None  # the graph for small batches, made when one comes
-        self._input_counts = InputCounts(snn.input, NP[dtype], float(snn.tau_c))
         self._sizes = [(la.name, la.size) for la in snn.layers]
         self._index = {name: i for i, (name, _) in enumerate(self._sizes)}
-        self._slot_cache: dict[int, np.ndarray] = {}
-        self._exact = None  # the session that counts every clipped neuron, made when needed
+        self.recorded: list[str] = []
+        self._main = self._open(stats, peaks=True)
+        self.session = self._main.session
+        self._small: _Graph | None = None  # the graph for small batches, made when one comes
+        self._exact: _Graph | None = None  # the graph that clamps and counts every clipped
+        # neuron, made when a batch reaches a window
+        self._input_counts = InputCounts(snn.input, NP[dtype], float(snn.tau_c))
 
-    def _outs(self, layout: CountLayout) -> list[str]:
-        return ["logits"] + layout.outputs + [f"s:{n}" for n in self.recorded]
+    def _open(self, stats: bool, peaks: bool, group: bool = False) -> _Graph:
+        external: dict[str, np.ndarray] = {}
+        model, layout, self.recorded = build_model(self.snn, self.dtype, self._record, stats,
+                                                   external, peaks, group)
+        session, weights = open_session(model, external, self._threads,
+                                        f"this SNN in {self.dtype}")
+        names = ["logits"] + layout.outputs + [f"s:{n}" for n in self.recorded]
+        slots = np.array([2 * self._index[name] + (what == "clipped")
+                          for name, what in layout.names], np.int64)
+        return _Graph(session, layout, names, slots, weights)
 
-    def _graph(self, n: int):
-        """(session, count layout, output names) for a batch of ``n``: up to SMALL_BATCH
-        samples the graph that counts each stage's layers together (fewer nodes; each node
-        costs onnxruntime a few microseconds, which a small batch cannot hide), else the one
-        that counts each layer on its own (no copies of the offsets)."""
+    def _graph(self, n: int) -> _Graph:
+        """The graph for a batch of ``n``: up to SMALL_BATCH samples the one that counts each
+        stage's layers together (fewer nodes; each node costs onnxruntime a few
+        microseconds, which a small batch cannot hide), else the one that counts each layer
+        on its own (no copies of the offsets)."""
         if n > SMALL_BATCH or not self.stats:
-            return self.session, self._layout, self._names
+            return self._main
         if self._small is None:
-            session, layout, _, weights = _session(self.snn, self.dtype, self._record, True,
-                                                   self._threads, peaks=True, group=True)
-            self._small = session, layout, self._outs(layout), weights  # weights: read in place
-        return self._small[:3]
+            self._small = self._open(True, peaks=True, group=True)
+        return self._small
 
     def __call__(self, x) -> SimResult:
         if torch.is_tensor(x):
             x = x.detach().cpu().numpy()
         x = np.ascontiguousarray(x, dtype=NP[self.dtype])
-        session, layout, names = self._graph(x.shape[0])
-        outs = session.run(names, {"x": x})
-        if self.stats and layout.reached(outs[1:]):  # some neuron reached its window: run
-            session, layout, names = self._exact_graph()  # the graph that clamps, counts all
-            outs = session.run(names, {"x": x})
+        g = self._graph(x.shape[0])
+        outs = g.session.run(g.names, {"x": x})
+        if self.stats and g.layout.reached(outs[1:]):  # some neuron reached its window: run
+            if self._exact is None:  # the graph that clamps and counts every clipped neuron
+                self._exact = self._open(True, peaks=False)
+            g = self._exact
+            outs = g.session.run(g.names, {"x": x})
         res = SimResult(logits=torch.from_numpy(outs[0]))
         if self.stats:
-            res.stats = self._stats(layout, outs[1:1 + len(layout.outputs)], x)
-        for name, a in zip(self.recorded, outs[len(names) - len(self.recorded):]):
+            res.stats = self._stats(g, outs[1:1 + len(g.layout.outputs)], x)
+        for name, a in zip(self.recorded, outs[len(g.names) - len(self.recorded):]):
             res.offsets[name] = torch.from_numpy(a)
         return res
 
-    def _stats(self, layout: CountLayout, counted: list[np.ndarray], x: np.ndarray):
+    def _stats(self, g: _Graph, counted: list[np.ndarray], x: np.ndarray):
         """Per layer spikes and clipped counts; few Python steps: after a run this code runs
         from cold caches, at a few times its usual cost, which a batch of one notices."""
         n = x.shape[0]
-        vals = np.bincount(self._slots(layout), layout.totals(counted),
+        vals = np.bincount(g.slots, g.layout.totals(counted),
                            2 * len(self._sizes)).astype(np.int64).tolist()
-        if layout.host_input is not None:
-            i = self._index[layout.host_input]
+        if g.layout.host_input is not None:
+            i = self._index[g.layout.host_input]
             vals[2 * i], vals[2 * i + 1] = self._input_counts(x)
         return {name: LayerStats(size, vals[2 * i], vals[2 * i + 1], n)
                 for i, (name, size) in enumerate(self._sizes)}
-
-    def _slots(self, layout: CountLayout) -> np.ndarray:
-        """Where each of the layout's counts goes in (spikes, clipped) per layer."""
-        slots = self._slot_cache.get(id(layout))
-        if slots is None:
-            slots = np.array([2 * self._index[name] + (what == "clipped")
-                              for name, what in layout.names], np.int64)
-            self._slot_cache[id(layout)] = slots
-        return slots
-
-    def _exact_graph(self):
-        if self._exact is None:
-            session, layout, _, weights = _session(self.snn, self.dtype, self._record, True,
-                                                   self._threads, peaks=False)
-            self._exact = session, layout, self._outs(layout), weights
-        return self._exact[:3]
-
-
-def _session(snn: SNN, dtype, record, stats: bool, threads: int | None, peaks: bool,
-             group: bool = False):
-    """(InferenceSession, CountLayout, recorded layers, the weight buffers it reads)."""
-    external: dict[str, np.ndarray] = {}
-    model, layout, recorded = build_model(snn, dtype, record, stats, external, peaks, group)
-    session, weights = open_session(model, external, threads, f"this SNN in {dtype}")
-    return session, layout, recorded, weights
 
 
 def _signature(snn: SNN) -> tuple:
