@@ -16,6 +16,7 @@ import numpy as np
 
 from . import budget
 from .errors import DataError
+from .rowsource import RowSource
 
 #: .npz members above this size are streamed in chunks instead of loaded whole.
 STREAM_ABOVE = 256 << 20
@@ -52,7 +53,7 @@ def check_declared(where: str, shape: tuple, dtype: np.dtype, held: int,
         budget.check(nbytes, where, f"an array of shape {shape} ({dtype})")
 
 
-class NpzArray:
+class NpzArray(RowSource):
     """An .npz member read chunk by chunk; sequential slices cost one pass over the stream."""
 
     def __init__(self, path: Path, member: str, header=None):
@@ -82,14 +83,9 @@ class NpzArray:
             self._f.read((i - self._pos) * self.row)
             self._pos = i
 
-    def __getitem__(self, sl):
-        if isinstance(sl, (int, np.integer)):
-            return self[int(sl):int(sl) + 1][0]
-        start, stop, step = sl.indices(len(self))
-        if step != 1:
-            raise IndexError("only contiguous slices are supported")
+    def _rows(self, start: int, stop: int) -> np.ndarray:
         self._seek(start)
-        n = max(0, stop - start)
+        n = stop - start
         buf = self._f.read(n * self.row)
         if len(buf) != n * self.row:
             raise DataError(f"{self.path}: '{self.member}' is truncated")

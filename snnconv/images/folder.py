@@ -18,6 +18,7 @@ import numpy as np
 from .. import budget
 from ..errors import DataError
 from ..progress import bar
+from ..rowsource import RowSource
 from .decode import Header, decode, header
 from .preprocess import Preprocess, resized
 
@@ -156,7 +157,7 @@ def _problem(h: Header, pre: Preprocess, sample_shape: tuple | None, f: Path) ->
     return None
 
 
-class ImageArray:
+class ImageArray(RowSource):
     """Preprocessed images ``x[i:j]`` decoded on demand, in order; reading ``x[i:j]`` starts
     decoding ``x[j:2j-i]`` in the background. ``decode_seconds`` sums the decoding time (all
     threads), ``wait_seconds`` the time readers waited for it."""
@@ -190,13 +191,7 @@ class ImageArray:
             self._pool = ThreadPoolExecutor(_threads(), thread_name_prefix="snnconv-decode")
         return [self._pool.submit(self._one, f) for f in self.files[i:j]]
 
-    def __getitem__(self, sl):
-        if isinstance(sl, (int, np.integer)):
-            return self[int(sl):int(sl) + 1][0]
-        start, stop, step = sl.indices(len(self))
-        if step != 1:
-            raise IndexError("only contiguous slices are supported")
-        stop = max(start, stop)
+    def _rows(self, start: int, stop: int) -> np.ndarray:
         if self._ahead and self._ahead[:2] == (start, stop):
             futs = self._ahead[2]
         else:
