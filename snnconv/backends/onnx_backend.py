@@ -27,7 +27,8 @@ from onnx import TensorProto
 
 from ..snn import SNN, InputLayer, NeuronLayer, PoolLayer, ReadoutLayer
 from ..snn.results import LayerStats, SimResult
-from .onnx_emit import emit_fire, emit_input, emit_pool, emit_potential, InputCounts
+from .input_counts import InputCounts
+from .onnx_emit import emit_fire, emit_input, emit_pool, emit_potential
 from .onnx_counts import CountLayout, Counts
 from .onnx_graph import (
     ELEM, EXTERNAL_MIN_SIZE, NP, OPSET, Emitter, UnsupportedError, count_output, make_model,
@@ -103,7 +104,8 @@ class _Graph(NamedTuple):
     session: object  # onnxruntime.InferenceSession
     layout: CountLayout
     names: list[str]  # outputs to fetch
-    slots: np.ndarray  # where each count goes in (spikes, clipped) per layer
+    columns: list[tuple[str, int, int, int]]  # per layer: name, size, where its spikes and
+    # clipped counts are in the count list (-1: none, the 0 appended to it)
     weights: list  # the buffers the session reads in place: kept as long as it
 
 
@@ -115,7 +117,6 @@ class OnnxSimulator:
         self.snn, self.dtype, self.stats, self._threads = snn, dtype, stats, threads
         self._record = record
         self._sizes = [(la.name, la.size) for la in snn.layers]
-        self._index = {name: i for i, (name, _) in enumerate(self._sizes)}
         self.recorded: list[str] = []
         self._main = self._open(stats, peaks=True)
         self.session = self._main.session
@@ -131,9 +132,10 @@ class OnnxSimulator:
         session, weights = open_session(model, external, self._threads,
                                         f"this SNN in {self.dtype}")
         names = ["logits"] + layout.outputs + [f"s:{n}" for n in self.recorded]
-        slots = np.array([2 * self._index[name] + (what == "clipped")
-                          for name, what in layout.names], np.int64)
-        return _Graph(session, layout, names, slots, weights)
+        at = {key: i for i, key in enumerate(layout.names)}
+        columns = [(name, size, at.get((name, "spikes"), -1), at.get((name, "clipped"), -1))
+                   for name, size in self._sizes]
+        return _Graph(session, layout, names, columns, weights)
 
     def _graph(self, n: int) -> _Graph:
         """The graph for a batch of ``n``: up to SMALL_BATCH samples the one that counts each
@@ -152,29 +154,31 @@ class OnnxSimulator:
         x = np.ascontiguousarray(x, dtype=NP[self.dtype])
         g = self._graph(x.shape[0])
         outs = g.session.run(g.names, {"x": x})
-        if self.stats and g.layout.reached(outs[1:]):  # some neuron reached its window: run
+        counted = g.layout.read(outs[1:]) if self.stats else []
+        if self.stats and g.layout.reached(counted):  # some neuron reached its window: run
             if self._exact is None:  # the graph that clamps and counts every clipped neuron
                 self._exact = self._open(True, peaks=False)
             g = self._exact
             outs = g.session.run(g.names, {"x": x})
+            counted = g.layout.read(outs[1:])
         res = SimResult(logits=torch.from_numpy(outs[0]))
         if self.stats:
-            res.stats = self._stats(g, outs[1:1 + len(g.layout.outputs)], x)
+            res.stats = self._stats(g, counted, x)
         for name, a in zip(self.recorded, outs[len(g.names) - len(self.recorded):]):
             res.offsets[name] = torch.from_numpy(a)
         return res
 
-    def _stats(self, g: _Graph, counted: list[np.ndarray], x: np.ndarray):
-        """Per layer spikes and clipped counts; few Python steps: after a run this code runs
-        from cold caches, at a few times its usual cost, which a batch of one notices."""
+    def _stats(self, g: _Graph, counted: list[float], x: np.ndarray):
+        """Per layer spikes and clipped counts, in few Python steps: after a run this code
+        runs from cold caches, at a few times its usual cost, which a batch of one notices."""
         n = x.shape[0]
-        vals = np.bincount(g.slots, g.layout.totals(counted),
-                           2 * len(self._sizes)).astype(np.int64).tolist()
+        counted.append(0.0)  # what index -1 reads
+        stats = {name: LayerStats(size, int(counted[s]), int(counted[c]), n)
+                 for name, size, s, c in g.columns}
         if g.layout.host_input is not None:
-            i = self._index[g.layout.host_input]
-            vals[2 * i], vals[2 * i + 1] = self._input_counts(x)
-        return {name: LayerStats(size, vals[2 * i], vals[2 * i + 1], n)
-                for i, (name, size) in enumerate(self._sizes)}
+            st = stats[g.layout.host_input]
+            st.spikes, st.clipped = self._input_counts(x)
+        return stats
 
 
 def _signature(snn: SNN) -> tuple:

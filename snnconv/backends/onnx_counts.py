@@ -53,7 +53,7 @@ class Counts:
                  host_input: bool = False):
         self.em, self.peaks, self.group = em, peaks, group
         self.host_input: str | bool = host_input  # the input's name once seen, if counted
-        # on the host (OnnxSimulator, from onnx_emit.input_offsets)
+        # on the host (OnnxSimulator, with input_counts.InputCounts)
         self._pending: list[tuple[str, str, tuple, float | None]] = []  # same H x W, in order
         self._sums: list[str] = []  # (N,) counts
         self._sum_names: list[tuple[str, str]] = []
@@ -149,38 +149,42 @@ class Counts:
 
     def finish(self, em_output) -> CountLayout:
         """Make the counts one graph output (``em_output(value, name)`` adds one) and say how
-        to read it: per name, its total over the batch (each sample's count rounded to a
-        whole number), then with peaks the largest margin peak - window (>= 0: a window was
-        reached). All in the graph, in float64: host code after a run starts from cold
-        caches and costs a batch of one more than a few small nodes."""
+        to read it: per distinct name, its total over the batch (each sample's count rounded
+        to a whole number), then with peaks the largest margin peak - window (>= 0: a window
+        was reached). All in the graph, in float64, through one product: host code after a
+        run starts from cold caches and costs a batch of one more than a few small nodes."""
         if self._pending:
             self._flush()
         em = self.em
-        lay = CountLayout(names=self.names, peaks=bool(self._peaks),
+        names = list(dict.fromkeys(self.names))  # a repeated name's counts add up
+        lay = CountLayout(names=names, peaks=bool(self._peaks),
                           host_input=self.host_input if isinstance(self.host_input, str) else None)
-        cols = []
-        if self._pools:  # channels to names: one product with each channel's H*W
-            per = np.zeros((len(self._rows), len(self._pool_names)))
-            for r, (col, hw) in enumerate(self._rows):
-                per[r, col] = hw
-            cols.append(em.op("MatMul", [_flat64(em, self._pools), em.const(per, np.float64,
-                                                                             hint="hw")]))
-        shape = em.const([-1, 1], np.int64)
-        cols += [em.op("Reshape", [em.op("Cast", [v], to=TensorProto.DOUBLE), shape])
-                 for v in self._sums]
-        parts = []
-        if cols:
-            per_sample = em.op("Concat", cols, axis=1) if len(cols) > 1 else cols[0]
-            parts.append(em.op("ReduceSum", [em.op("Round", [per_sample]),
-                                             em.const([0], np.int64)], keepdims=0))
-        if self._peaks:
-            windows = np.concatenate(self.peak_windows).astype(np.float64)
-            margin = em.op("Sub", [_flat64(em, self._peaks), em.const(windows, np.float64)])
-            top = em.op("ReduceMax", [margin], keepdims=0)  # -inf for an empty batch
-            parts.append(em.op("Reshape", [top, em.const([1], np.int64)]))
-        if parts:
-            lay.outputs.append(em_output(em.op("Concat", parts, axis=0) if len(parts) > 1
-                                         else parts[0], "counts"))
+        col = {name: i for i, name in enumerate(names)}
+        rows = [(col[self._pool_names[c]], hw) for c, hw in self._rows]
+        rows += [(col[name], 1) for name in self._sum_names]
+        parts = [_flat64(em, self._pools)] if self._pools else []
+        parts += [em.op("Reshape", [em.op("Cast", [v], to=TensorProto.DOUBLE),
+                                    em.const([-1, 1], np.int64)]) for v in self._sums]
+        out = None
+        if parts:  # (N, pooled channels + sums) to (1, names): one product, then the batch
+            per = np.zeros((len(rows), len(names)))
+            for r, (c, weight) in enumerate(rows):
+                per[r, c] = weight
+            x = em.op("Concat", parts, axis=1) if len(parts) > 1 else parts[0]
+            counts = em.op("MatMul", [x, em.const(per, np.float64, hint="hw")])
+            out = em.op("ReduceSum", [em.op("Round", [counts]), em.const([0], np.int64)],
+                        keepdims=1)
+        if self._peaks:  # the margin in float32: its sign is exact
+            windows = np.concatenate(self.peak_windows)
+            peaks = em.op("Flatten", [em.op("Concat", self._peaks, axis=1)
+                                      if len(self._peaks) > 1 else self._peaks[0]], axis=1)
+            top = em.op("ReduceMax", [em.op("Sub", [peaks, em.const(windows, em.np)])],
+                        keepdims=1)  # (1, 1); -inf for an empty batch
+            top = em.op("Cast", [top], to=TensorProto.DOUBLE)
+            out = top if out is None else em.op("Concat", [out, top], axis=1)
+        if out is None:
+            return lay
+        lay.outputs.append(em_output(out, "counts"))
         return lay
 
 
@@ -194,18 +198,20 @@ def _flat64(em: Emitter, pooled: list[str]) -> str:
 @dataclass
 class CountLayout:
     """How the graph's count output reads (``outputs``: one name or none): per name of
-    ``names`` its total over the batch, then, with ``peaks``, the largest peak - window.
-    ``host_input``: the input layer, counted on the host (``onnx_emit.InputCounts``)."""
+    ``names`` (distinct) its total over the batch, then, with ``peaks``, the largest
+    peak - window. ``host_input``: the input layer, counted on the host
+    (``input_counts.InputCounts``)."""
 
     names: list[tuple[str, str]]
     outputs: list[str] = field(default_factory=list)
     peaks: bool = False
     host_input: str | None = None
 
-    def totals(self, arrays: list[np.ndarray]) -> np.ndarray:
-        """Per name, the total over the batch."""
-        return arrays[0][:len(self.names)] if self.outputs else np.zeros(0)
+    def read(self, arrays: list[np.ndarray]) -> list[float]:
+        """The count output as a list: the totals per name, then the peak margin if any."""
+        return arrays[0].ravel().tolist() if self.outputs else []
 
-    def reached(self, arrays: list[np.ndarray]) -> bool:
-        """Whether some neuron of a peak-checked layer reached its window in this batch."""
-        return self.peaks and bool(arrays[0][-1] >= 0)
+    def reached(self, values: list[float]) -> bool:
+        """Whether some neuron of a peak-checked layer reached its window in this batch
+        (``values`` from ``read``)."""
+        return self.peaks and values[-1] >= 0

@@ -115,28 +115,6 @@ def emit_pool(em: Emitter, layer: PoolLayer, x: str, in_shape) -> str:
     return em.op("Where", [sel, minp, maxpool(x)])
 
 
-class InputCounts:
-    """The input's spikes and clipped values counted on the host, from the same elementwise
-    IEEE operations as ``emit_input`` in x's dtype: cheaper than six graph nodes for a small
-    batch."""
-
-    def __init__(self, layer: InputLayer, dtype, tau: float):
-        dt = np.dtype(dtype).type
-        lo = np.asarray(layer.lo, np.float64).astype(dt)
-        span = np.asarray(layer.hi, np.float64).astype(dt) - lo
-        self.lo = lo if np.any(lo != 0) else None
-        self.span = span if np.any(span != 1) else None
-        self.tau = None if tau >= 1 else dt(tau)  # u * tau > 0 for u > 0 unless tau < 1
-
-    def __call__(self, x: np.ndarray) -> tuple[int, int]:
-        """(spikes, clipped) of a batch."""
-        u = x if self.lo is None else x - self.lo
-        if self.span is not None:
-            u = u / self.span
-        on = u > 0 if self.tau is None else np.minimum(u, 1) * self.tau > 0
-        return int(np.count_nonzero(on)), int(np.count_nonzero((u < 0) | (u > 1)))
-
-
 def emit_input(em: Emitter, layer: InputLayer, counts: Counts | None, tau: float) -> str:
     """s = clip((x - lo) / (hi - lo), 0, 1) * tau_c, with the torch simulator's float ops;
     steps that are exact identities (x - 0, x / 1, x * 1) are left out."""

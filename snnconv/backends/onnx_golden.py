@@ -123,7 +123,7 @@ class OnnxGolden:
         x = np.ascontiguousarray(x, dtype=np.float64)
         outs = self.session.run(["logits"] + self._layout.outputs, {"x": x})
         res = IntResult(logits=torch.from_numpy(outs[0]).to(torch.int64), samples=x.shape[0])
-        for (name, _), c in zip(self._layout.names, self._layout.totals(outs[1:]).tolist()):
+        for (name, _), c in zip(self._layout.names, self._layout.read(outs[1:])):
             res.spikes[name] = res.spikes.get(name, 0) + int(c)
         for la in self.net.evaluated():
             if isinstance(la, (QNeuron, QReadout)):
