@@ -93,11 +93,15 @@ def _closed(ctx: Ctx, dtype, backend="torch"):
 
 
 def _onnx_backend(ctx: Ctx, stats: bool):
+    """With counts: what users call, ``simulate(backend="auto")`` (its session cached on the
+    SNN); logits only: an ``OnnxSimulator(stats=False)``, which has no ``simulate`` spelling."""
     import torch
 
     from snnconv.backends.onnx_backend import OnnxSimulator
 
-    sim = OnnxSimulator(ctx.snn, torch.float32, stats=stats)
+    if stats:
+        return _closed(ctx, torch.float32, backend="auto")
+    sim = OnnxSimulator(ctx.snn, torch.float32, stats=False)
     return lambda: sim(ctx.x)
 
 

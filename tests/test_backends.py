@@ -283,6 +283,46 @@ def test_cached_session_follows_replaced_arrays(models):
                           atol=1e-4)
 
 
+def test_cached_session_walks_the_layers_only_after_an_assignment(models, monkeypatch):
+    """The cache compares one edit count per call; the signature walk runs after an attribute
+    of some SNN object was assigned, and then finds replaced times and ops (a group's op
+    replaced by another with new weights)."""
+    snn, x = models["cnn"]
+    snn = dataclasses.replace(snn, layers=[dataclasses.replace(la) for la in snn.layers])
+    first = simulate(snn, x, torch.float32, backend="auto").logits
+    walks = []
+    real = onnx_backend._signature
+    monkeypatch.setattr(onnx_backend, "_signature", lambda s: walks.append(1) or real(s))
+    for _ in range(3):
+        assert torch.equal(simulate(snn, x, torch.float32, backend="auto").logits, first)
+    assert walks == []
+    la = snn.neuron_layers()[0]
+    g = la.groups[0]
+    w = g.weighted
+    g.ops = [o if o is not w else w.with_array(-w.array()) for o in g.ops]
+    flipped = simulate(snn, x, torch.float32, backend="auto").logits
+    assert len(walks) == 1 and not torch.equal(flipped, first)
+    g.ops = [o if o is not g.weighted else w for o in g.ops]  # back: a rebuild, same logits
+    assert torch.equal(simulate(snn, x, torch.float32, backend="auto").logits, first)
+    la.t_max = la.t_max  # an assignment of the same value: one walk, no rebuild
+    sim = onnx_backend.compiled(snn)
+    assert onnx_backend.compiled(snn) is sim and len(walks) == 3
+
+
+def test_an_snn_with_a_compiled_session_copies_and_pickles(models):
+    """The session cached on the SNN is not part of the model: deepcopy (quant.equalize makes
+    one) and pickle leave it behind instead of failing on onnxruntime's objects."""
+    import copy
+    import pickle
+
+    snn, x = models["cnn"]
+    first = simulate(snn, x, torch.float32, backend="auto").logits
+    assert onnx_backend._CACHE_ATTR in snn.__dict__
+    for twin in (copy.deepcopy(snn), pickle.loads(pickle.dumps(snn))):
+        assert onnx_backend._CACHE_ATTR not in twin.__dict__
+        assert torch.equal(simulate(twin, x, torch.float32, backend="auto").logits, first)
+
+
 def test_weights_go_to_onnxruntime_once():
     """OnnxSimulator hands large arrays to onnxruntime as external initializers: the model it
     serialises holds placeholders only (the weights are not copied into the proto and its

@@ -26,6 +26,7 @@ import torch
 from onnx import TensorProto
 
 from ..snn import SNN, InputLayer, NeuronLayer, PoolLayer, ReadoutLayer
+from ..snn.edits import edits
 from ..snn.results import LayerStats, SimResult
 from .input_counts import InputCounts
 from .onnx_emit import emit_fire, emit_input, emit_pool, emit_potential
@@ -194,19 +195,26 @@ def _signature(snn: SNN) -> tuple:
     return tuple(sig)
 
 
-_CACHE_ATTR = "_onnx_backend_cache"
+#: where compiled sessions live on the SNN (``SNN.CACHE_PREFIX``: copies and pickles drop it)
+_CACHE_ATTR = SNN.CACHE_PREFIX + "onnx_backend"
 
 
 def compiled(snn: SNN, dtype=torch.float32, record=False) -> OnnxSimulator:
-    """A cached OnnxSimulator for this SNN, rebuilt when layers, times or arrays are replaced."""
+    """A cached OnnxSimulator for this SNN, rebuilt when layers, times or arrays are replaced.
+    The signature walk (tens of microseconds, which a batch of one notices) runs only after
+    some SNN object had an attribute assigned (``snn.edits``)."""
     key = (dtype, record if not isinstance(record, set) else frozenset(record))
     cache = snn.__dict__.setdefault(_CACHE_ATTR, {})
-    sig = _signature(snn)
     hit = cache.get(key)
-    if hit is not None and hit[0] == sig:
-        return hit[1]
+    now = edits()
+    if hit is not None and hit[0] == now:
+        return hit[2]
+    sig = _signature(snn)
+    if hit is not None and hit[1] == sig:
+        cache[key] = (now, sig, hit[2])
+        return hit[2]
     sim = OnnxSimulator(snn, dtype, record=key[1])
-    cache[key] = (sig, sim)
+    cache[key] = (now, sig, sim)
     return sim
 
 

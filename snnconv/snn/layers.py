@@ -19,12 +19,13 @@ import torch
 
 from ..tensors import like
 from ..walk import walk
+from .edits import Tracked
 from . import kernels
 from .ops import Op, Shape
 
 
 @dataclass
-class Group:
+class Group(Tracked):
     """Synapses from one source layer: a linear map and an axonal delay."""
 
     source: str
@@ -57,7 +58,7 @@ class Relation:
 
 
 @dataclass
-class Layer:
+class Layer(Tracked):
     name: str
     shape: Shape
     kind = "layer"

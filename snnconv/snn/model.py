@@ -11,12 +11,13 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .edits import Tracked
 from .layers import Group, InputLayer, Layer, NeuronLayer, ReadoutLayer
 from .ops import Shape
 
 
 @dataclass
-class SNN:
+class SNN(Tracked):
     """A converted network. ``layers`` are in topological order; the first is the input."""
 
     layers: list[Layer]
@@ -24,8 +25,15 @@ class SNN:
     head: str | None = None
     meta: dict = field(default_factory=dict)
 
+    #: attributes whose names start so hold what was compiled from the SNN (onnxruntime
+    #: sessions): not part of the model, left out of copies and pickles
+    CACHE_PREFIX = "_cache_"
+
     def __post_init__(self):
         self.by_name = {layer.name: layer for layer in self.layers}
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if not k.startswith(self.CACHE_PREFIX)}
 
     @property
     def input(self) -> InputLayer:

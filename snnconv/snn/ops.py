@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..tensors import like
+from .edits import Tracked
 from . import kernels
 
 Shape = tuple[int, ...]
@@ -29,7 +30,7 @@ def _part(a: np.ndarray, sign: int) -> np.ndarray:
 
 
 @dataclass
-class Op:
+class Op(Tracked):
     """A linear map on per-sample tensors. ``apply(x, sign)`` uses the weights' positive (+1) or
     negative (-1) part, which interval bounds need; structural ops ignore the sign."""
 

@@ -66,7 +66,6 @@ def fire(layer: NeuronLayer, v: torch.Tensor, tau_c: float, st: LayerStats, sd: 
     return s
 
 
-@torch.no_grad()
 def simulate(snn: SNN, x, dtype=torch.float64, record: bool | set[str] = False,
              observe: Callable[[Layer, torch.Tensor], None] | None = None,
              noise: float | dict[str, float] = 0.0, generator: torch.Generator | None = None,
@@ -82,10 +81,16 @@ def simulate(snn: SNN, x, dtype=torch.float64, record: bool | set[str] = False,
     the batch is computed there and the result's tensors stay there. Default: where ``x`` is
     (the CPU for arrays). MPS runs float32 only.
     """
-    if backend != "torch":
+    if backend != "torch":  # before torch's no_grad: a batch of one notices its cost
         fast = _fast_backend(backend, dtype, observe, noise)
         if fast is not None:
             return fast.compiled(snn, dtype, record)(x)
+    with torch.no_grad():
+        return _closed_form(snn, x, dtype, record, observe, noise, generator, device)
+
+
+def _closed_form(snn: SNN, x, dtype, record, observe, noise, generator, device) -> SimResult:
+    """The reference implementation (``backend="torch"``)."""
     x = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x, dtype=dtype)
     if device is not None:
         x = _on(x, device, dtype)
