@@ -151,7 +151,7 @@ class OnnxSimulator:
 
     def __call__(self, x) -> SimResult:
         if torch.is_tensor(x):
-            x = x.detach().cpu().numpy()
+            x = x.numpy(force=True)  # detached, on the CPU; a view when it already is
         x = np.ascontiguousarray(x, dtype=NP[self.dtype])
         g = self._graph(x.shape[0])
         outs = g.session.run(g.names, {"x": x})

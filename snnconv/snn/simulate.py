@@ -138,11 +138,20 @@ def _fast_backend(backend, dtype, observe, noise):
             return None
     elif not plain:
         raise ValueError("backend 'onnx' supports neither observe nor noise")
-    from ..backends import onnx_backend  # on use: it imports onnx, which torch runs need not
+    if not _ONNX:  # imported on first use: it imports onnx, which torch runs need not
+        from ..backends import onnx_backend
 
-    if backend == "auto" and not onnx_backend.available():  # pragma: no cover
-        return None
-    return onnx_backend
+        _ONNX.append(onnx_backend if onnx_backend.available() else None)
+    if _ONNX[0] is None:  # pragma: no cover - onnxruntime is a dependency
+        if backend == "auto":
+            return None
+        raise RuntimeError("backend 'onnx' needs onnxruntime (pip install onnxruntime)")
+    return _ONNX[0]
+
+
+#: the onnx backend module once imported (None: onnxruntime is missing); checked per call,
+#: which a batch of one notices when it is an import statement
+_ONNX: list = []
 
 
 def spike_times(layer: Layer, offsets: torch.Tensor) -> torch.Tensor:
