@@ -12,55 +12,73 @@ from .base import app
 from .options import JsonOpt, QuietOpt, PreOpt, DeviceOpt, main_process
 
 
+# option declarations (typer reads them from the annotations)
+_Data = Annotated[Optional[Path], typer.Option(
+    "--data", help="Training data (.npz with x, y, or a folder of images in class folders) "
+    "\\[default: the calibration data recorded in MODEL].")]
+_Val = Annotated[Optional[Path], typer.Option(
+    "--val", help="Validation data for the best epoch \\[default: 10% held out].")]
+_Quantize = Annotated[Optional[int], typer.Option(
+    "--quantize", help="Weight bits, 1 (sign weights) to 8 \\[default 4].")]
+_TimeBits = Annotated[Optional[int], typer.Option(
+    "--time-bits", help="At most 2^B ticks per layer window.")]
+_Noise = Annotated[Optional[float], typer.Option(
+    "--noise", help="Gaussian spike-time jitter (ticks) during training.")]
+_Latency = Annotated[Optional[int], typer.Option(
+    "--latency", help="Total tick budget over all layers.")]
+_Sparsity = Annotated[Optional[float], typer.Option(
+    "--sparsity", help="L1 activity penalty (fewer spikes).")]
+_FirstLastBits = Annotated[Optional[int], typer.Option(
+    "--first-last-bits", help="Weight bits of the first and last layer.")]
+_Target = Annotated[Optional[Path], typer.Option(
+    "--target", help="Hardware profile (YAML), e.g. hardware/generic.yaml.")]
+_Ptq = Annotated[Optional[str], typer.Option(
+    "--ptq", help="Post-training refinement before training: gptq (GPTQ rounding and bias "
+    "correction), bias, or none \\[default gptq].")]
+_WarnLoss = Annotated[Optional[float], typer.Option(
+    "--warn-loss", help="Warn when quantisation loses more accuracy than this (0.02 = 2 "
+    "points) \\[default 0.02].")]
+_Epochs = Annotated[Optional[int], typer.Option("--epochs", help="Epochs \\[default 10].")]
+_Lr = Annotated[Optional[float], typer.Option(
+    "--lr", help="Adam step in weight levels \\[default 0.01].")]
+_BatchSize = Annotated[Optional[int], typer.Option("--batch-size", help="\\[default 64]")]
+_Config = Annotated[Optional[Path], typer.Option(
+    "--config", help="YAML file with these options (the command line overrides it).")]
+_Seed = Annotated[Optional[int], typer.Option("--seed", help="Random seed \\[default 0].")]
+_Resume = Annotated[bool, typer.Option(
+    "--resume", help="Continue from OUTPUT.ckpt after an interruption.")]
+_Proxy = Annotated[bool, typer.Option(
+    "--proxy", help="MODEL is a rate-coded .snn: proxy learning for --steps T, writes a "
+    ".snn (docs/rate.md).")]
+_Steps = Annotated[Optional[int], typer.Option(
+    "--steps", help="With --proxy: simulation length T \\[the T of the model].")]
+
+
 @app.command()
 def finetune(
     model: Annotated[Path, typer.Argument(help="A .snn file (from convert).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Output .snnq file.")],
-    data: Annotated[Optional[Path], typer.Option(
-        "--data", help="Training data (.npz with x, y, or a folder of images in class folders) "
-        "\\[default: the calibration data recorded in MODEL].")] = None,
-    val: Annotated[Optional[Path], typer.Option(
-        "--val", help="Validation data for the best epoch \\[default: 10% held out].")] = None,
+    data: _Data = None,
+    val: _Val = None,
     preprocess: PreOpt = None,
-    quantize: Annotated[Optional[int], typer.Option(
-        "--quantize", help="Weight bits, 1 (sign weights) to 8 \\[default 4].")] = None,
-    time_bits: Annotated[Optional[int], typer.Option(
-        "--time-bits", help="At most 2^B ticks per layer window.")] = None,
-    noise: Annotated[Optional[float], typer.Option(
-        "--noise", help="Gaussian spike-time jitter (ticks) during training.")] = None,
-    latency: Annotated[Optional[int], typer.Option(
-        "--latency", help="Total tick budget over all layers.")] = None,
-    sparsity: Annotated[Optional[float], typer.Option(
-        "--sparsity", help="L1 activity penalty (fewer spikes).")] = None,
-    first_last_bits: Annotated[Optional[int], typer.Option(
-        "--first-last-bits", help="Weight bits of the first and last layer.")] = None,
-    target: Annotated[Optional[Path], typer.Option(
-        "--target", help="Hardware profile (YAML), e.g. hardware/generic.yaml.")] = None,
-    ptq: Annotated[Optional[str], typer.Option(
-        "--ptq", help="Post-training refinement before training: gptq (GPTQ rounding and bias "
-        "correction), bias, or none \\[default gptq].")] = None,
-    warn_loss: Annotated[Optional[float], typer.Option(
-        "--warn-loss", help="Warn when quantisation loses more accuracy than this (0.02 = 2 "
-        "points) \\[default 0.02].")] = None,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Epochs \\[default 10].")]
-    = None,
-    lr: Annotated[Optional[float], typer.Option(
-        "--lr", help="Adam step in weight levels \\[default 0.01].")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="\\[default 64]")]
-    = None,
-    config: Annotated[Optional[Path], typer.Option(
-        "--config", help="YAML file with these options (the command line overrides it).")]
-    = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed \\[default 0].")]
-    = None,
-    resume: Annotated[bool, typer.Option(
-        "--resume", help="Continue from OUTPUT.ckpt after an interruption.")] = False,
+    quantize: _Quantize = None,
+    time_bits: _TimeBits = None,
+    noise: _Noise = None,
+    latency: _Latency = None,
+    sparsity: _Sparsity = None,
+    first_last_bits: _FirstLastBits = None,
+    target: _Target = None,
+    ptq: _Ptq = None,
+    warn_loss: _WarnLoss = None,
+    epochs: _Epochs = None,
+    lr: _Lr = None,
+    batch_size: _BatchSize = None,
+    config: _Config = None,
+    seed: _Seed = None,
+    resume: _Resume = False,
     device: DeviceOpt = "cpu",
-    proxy: Annotated[bool, typer.Option(
-        "--proxy", help="MODEL is a rate-coded .snn: proxy learning for --steps T, writes a "
-        ".snn (docs/rate.md).")] = False,
-    steps: Annotated[Optional[int], typer.Option(
-        "--steps", help="With --proxy: simulation length T \\[the T of the model].")] = None,
+    proxy: _Proxy = False,
+    steps: _Steps = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ):

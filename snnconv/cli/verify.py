@@ -12,52 +12,68 @@ from .base import app
 from .options import JsonOpt, QuietOpt, PreOpt, DeviceOpt, main_process, parse_floats
 
 
+# option declarations (typer reads them from the annotations)
+_Model = Annotated[Path, typer.Argument(
+    help="A .snn file, or a .snnq file (its integer models are checked against each other).",
+    metavar="MODEL")]
+_Onnx = Annotated[Optional[Path], typer.Option(
+    "--onnx", help="Original ONNX model \\[default: the one recorded at conversion].")]
+_Data = Annotated[Optional[Path], typer.Option(
+    "--data", help="Inputs (.npz with x[, y], .npy, or a folder of images) \\[default: the "
+    "calibration data].")]
+_N = Annotated[Optional[int], typer.Option(
+    "--n", "--samples", help="Use the first N samples (--samples under torchrun, whose "
+    "own options would take --n as an abbreviation).")]
+_Atol = Annotated[Optional[float], typer.Option(
+    help="Absolute tolerance vs onnxruntime \\[default: a float32 forward error bound].")]
+_Rtol = Annotated[Optional[float], typer.Option(
+    help="Relative tolerance vs onnxruntime (x max|output| per sample).")]
+_Rtol64 = Annotated[float, typer.Option(
+    "--rtol64", help="Tolerance of the float64 mapping error (relative per sample).")]
+_AllowClipping = Annotated[bool, typer.Option(
+    "--allow-clipping", help="Compare with the windowed network (each ReLU clipped at its "
+    "window); report the deviation from the original separately.")]
+_Simulator = Annotated[str, typer.Option(help="closed (closed form) or event (event-driven).")]
+_BatchSize = Annotated[int, typer.Option(
+    "--batch-size", help="Samples per batch (bounds the memory used).")]
+_ReferenceN = Annotated[int, typer.Option(
+    "--reference-n", help="Samples for the float64 onnx.reference run (0: skip).")]
+_Noise = Annotated[Optional[str], typer.Option(
+    "--noise", help="Spike-time jitter std (units of tau_c), or a list 0.01,0.05,0.1.")]
+_FloatModel = Annotated[Optional[Path], typer.Option(
+    "--float", help="For a .snnq: the .snn it was fine-tuned from, compared layer by layer "
+    "\\[default: the one recorded in the .snnq, if unchanged].")]
+_ReportJson = Annotated[Optional[Path], typer.Option(
+    "--report-json", help="Write the report as JSON to this file.")]
+_Steps = Annotated[Optional[str], typer.Option(
+    "--steps", help="Rate models: the T to report, e.g. 2,4,8,16,32 (the T of the model "
+    "is added).")]
+_MinAgreement = Annotated[Optional[float], typer.Option(
+    "--min-agreement", help="Rate models: exit 1 if top-1 agreement with the ANN at the "
+    "T of the model is below this percentage.")]
+
+
 @app.command()
 def verify(
-    model: Annotated[Path, typer.Argument(
-        help="A .snn file, or a .snnq file (its integer models are checked against each other).",
-        metavar="MODEL")],
-    onnx: Annotated[Optional[Path], typer.Option(
-        "--onnx", help="Original ONNX model \\[default: the one recorded at conversion].")] = None,
-    data: Annotated[Optional[Path], typer.Option(
-        "--data", help="Inputs (.npz with x[, y], .npy, or a folder of images) \\[default: the "
-        "calibration data].")] = None,
+    model: _Model,
+    onnx: _Onnx = None,
+    data: _Data = None,
     preprocess: PreOpt = None,
-    n: Annotated[Optional[int], typer.Option(
-        "--n", "--samples", help="Use the first N samples (--samples under torchrun, whose "
-        "own options would take --n as an abbreviation).")] = None,
-    atol: Annotated[Optional[float], typer.Option(
-        help="Absolute tolerance vs onnxruntime \\[default: a float32 forward error bound].")]
-    = None,
-    rtol: Annotated[Optional[float], typer.Option(
-        help="Relative tolerance vs onnxruntime (x max|output| per sample).")] = None,
-    rtol64: Annotated[float, typer.Option(
-        "--rtol64", help="Tolerance of the float64 mapping error (relative per sample).")] = 1e-9,
-    allow_clipping: Annotated[bool, typer.Option(
-        "--allow-clipping", help="Compare with the windowed network (each ReLU clipped at its "
-        "window); report the deviation from the original separately.")] = False,
-    simulator: Annotated[str, typer.Option(help="closed (closed form) or event (event-driven).")]
-    = "closed",
-    batch_size: Annotated[int, typer.Option(
-        "--batch-size", help="Samples per batch (bounds the memory used).")] = 128,
-    reference_n: Annotated[int, typer.Option(
-        "--reference-n", help="Samples for the float64 onnx.reference run (0: skip).")] = 16,
-    noise: Annotated[Optional[str], typer.Option(
-        "--noise", help="Spike-time jitter std (units of tau_c), or a list 0.01,0.05,0.1.")]
-    = None,
-    float_model: Annotated[Optional[Path], typer.Option(
-        "--float", help="For a .snnq: the .snn it was fine-tuned from, compared layer by layer "
-        "\\[default: the one recorded in the .snnq, if unchanged].")] = None,
-    report_json: Annotated[Optional[Path], typer.Option(
-        "--report-json", help="Write the report as JSON to this file.")] = None,
+    n: _N = None,
+    atol: _Atol = None,
+    rtol: _Rtol = None,
+    rtol64: _Rtol64 = 1e-9,
+    allow_clipping: _AllowClipping = False,
+    simulator: _Simulator = "closed",
+    batch_size: _BatchSize = 128,
+    reference_n: _ReferenceN = 16,
+    noise: _Noise = None,
+    float_model: _FloatModel = None,
+    report_json: _ReportJson = None,
     junit: Annotated[Optional[Path], typer.Option("--junit", help="JUnit XML report.")] = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="PNG figure.")] = None,
-    steps: Annotated[Optional[str], typer.Option(
-        "--steps", help="Rate models: the T to report, e.g. 2,4,8,16,32 (the T of the model "
-        "is added).")] = None,
-    min_agreement: Annotated[Optional[float], typer.Option(
-        "--min-agreement", help="Rate models: exit 1 if top-1 agreement with the ANN at the "
-        "T of the model is below this percentage.")] = None,
+    steps: _Steps = None,
+    min_agreement: _MinAgreement = None,
     device: DeviceOpt = "cpu",
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
