@@ -151,8 +151,9 @@ class Counts:
         """Make the counts one graph output (``em_output(value, name)`` adds one) and say how
         to read it: per distinct name, its total over the batch (each sample's count rounded
         to a whole number), then with peaks the largest margin peak - window (>= 0: a window
-        was reached). All in the graph, in float64, through one product: host code after a
-        run starts from cold caches and costs a batch of one more than a few small nodes."""
+        was reached), as float64. All in the graph (counts through one product): host code
+        after a run starts from cold caches and costs a batch of one more than a few small
+        nodes."""
         if self._pending:
             self._flush()
         em = self.em
